@@ -1,0 +1,282 @@
+"""The journal contract: one protocol, the records it speaks, and the guarantees it keeps.
+
+A run's history is written only by the holder of the run's lease. Facts from outside
+(activity outcomes, fired timers, signals, ...) go into the run's *inbox*, idempotently by
+a dedupe key; the lease holder absorbs the inbox into the history in the same transaction
+that appends its own decisions, so the history is exactly what the replayer saw.
+
+Every method is one transaction. Methods that write a run's history check the caller's
+lease (owner and fencing token) under a lock on the run's row and raise
+:class:`~orchestrator.errors.LeaseLost`, writing nothing, when it is no longer theirs.
+Times are epoch seconds from the journal's clock (a constructor argument, for tests).
+
+Replay-in-flight bookkeeping (``dispatched_at`` on the run): set by ``create_run``,
+``deliver`` (when it asks the caller to dispatch), the dispatcher's ``take_*`` methods and a
+timer or deadline firing; cleared by a releasing commit that leaves the run ``suspended`` or
+terminal; set to now by one that leaves it ``blocked`` (so a blocked run is retried only
+after ``redispatch_after``). Outbox tasks due at commit time are recorded as published then:
+the committer publishes them right after the commit, and the dispatcher re-publishes any
+that no worker started within ``republish_after``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orchestrator.events import Event, EventType, NewEvent, RunInfo, RunStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """A run to create. ``args`` must already be JSON-safe (see :mod:`orchestrator.payloads`)."""
+
+    run_id: str
+    workflow: str
+    version: str
+    args: list[Any]
+    parent_run_id: str | None = None
+    parent_command_id: int | None = None
+    correlation_id: str | None = None
+    continued_from_run_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """The right to write one run's history, proved on every write by ``owner`` and ``token``."""
+
+    run_id: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class InboxItem:
+    """A fact from outside the run, waiting to be absorbed into its history.
+
+    ``dedupe_key`` is unique per run: inserting the same key twice keeps the first.
+    ``id`` and ``at`` are assigned by the journal (insertion order and time).
+    """
+
+    dedupe_key: str
+    type: EventType
+    command_id: int | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxTask:
+    """A Celery task to publish for an activity (or compensation) attempt.
+
+    Inserted in the transaction that records its ``*_scheduled`` event. ``task_id`` is
+    deterministic (run, command, attempt) so a re-publish is recognised as the same attempt.
+    """
+
+    task_id: str
+    run_id: str
+    command_id: int
+    attempt: int
+    task_name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    kind: str = "activity"
+    queue: str | None = None
+    available_at: float = 0.0
+    timeout_seconds: float | None = None
+    target_activity_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timer:
+    """A durable timer: at ``fire_at`` the dispatcher puts ``timer_fired`` into the inbox."""
+
+    run_id: str
+    command_id: int
+    fire_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """Everything one replay decided, committed in one transaction.
+
+    ``absorbed`` are the inbox item ids whose events are among ``events`` (they are deleted);
+    ``status`` is the run's status after the commit (``None`` keeps it).
+    """
+
+    events: Sequence[NewEvent] = ()
+    absorbed: Sequence[int] = ()
+    tasks: Sequence[OutboxTask] = ()
+    timers: Sequence[Timer] = ()
+    status: RunStatus | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed:
+    """A successful claim: the lease, the run, history after ``after_seq``, and the inbox."""
+
+    lease: Lease
+    run: RunInfo
+    history: list[Event]
+    inbox: list[InboxItem]
+    last_seq: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Committed:
+    """What a commit did: the last sequence number, and whether inbox items are still waiting."""
+
+    last_seq: int
+    pending_inbox: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRef:
+    """Enough of a run to publish its replay task (routing needs the workflow and version)."""
+
+    run_id: str
+    workflow: str
+    version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """The outcome of an inbox insert.
+
+    ``accepted``: the item was new (not a duplicate) and the run can still take it.
+    ``dispatch``: the caller should publish a replay for ``run`` now (no replay was in flight).
+    """
+
+    accepted: bool
+    dispatch: RunRef | None = None
+
+
+def outcome_key(command_id: int, attempt: int) -> str:
+    """Dedupe key of an activity attempt's outcome: completion, failure and timeout share it,
+    so exactly one of them is journaled per attempt."""
+    return f"outcome:{command_id}:{attempt}"
+
+
+def timer_key(command_id: int) -> str:
+    """Dedupe key of a timer's firing."""
+    return f"timer:{command_id}"
+
+
+def task_id_for(run_id: str, command_id: int, attempt: int) -> str:
+    """The deterministic Celery task id of an activity attempt."""
+    return f"{run_id}:{command_id}:{attempt}"
+
+
+class Journal(Protocol):
+    """Durable storage of runs, histories, inboxes, the outbox and timers."""
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, run: NewRun) -> bool:
+        """Insert the run (status ``runnable``, a replay marked in flight) and its
+        ``run_started`` event (seq 1), in one transaction.
+
+        Idempotent by run id: returns ``False`` and changes nothing when the id exists.
+        """
+        ...
+
+    def describe(self, run_id: str) -> RunInfo | None:
+        """The run's summary, or ``None`` for an unknown id."""
+        ...
+
+    def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        """The run's events with ``seq > after_seq``, in order."""
+        ...
+
+    def list_runs(
+        self, *, status: RunStatus | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        """Runs, newest first, optionally filtered."""
+        ...
+
+    def wait_closed(self, run_id: str, timeout: float | None) -> RunInfo | None:
+        """Block until the run is terminal (its info) or ``timeout`` seconds pass (``None``).
+
+        Waits on a notification where the backend has one, with a bounded poll otherwise;
+        never a tight loop.
+        """
+        ...
+
+    # -- the lease holder -------------------------------------------------------------------
+    def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
+        """Take the run's lease: a CAS that succeeds only when the lease is free or expired
+        and the run has work (status ``runnable``, ``running`` under an expired lease, or
+        ``blocked``). The fencing token goes up by one on every successful claim; the run
+        becomes ``running``. Returns the history after ``after_seq`` and the whole inbox,
+        read in the same transaction; ``None`` when the claim fails.
+        """
+        ...
+
+    def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
+        """Append ``batch`` under ``lease``, in one transaction: lock the run row, check owner
+        and token (:class:`LeaseLost`, nothing written, when they changed), assign the next
+        sequence numbers, insert events, outbox tasks and timers, delete absorbed inbox items,
+        set status/result/error/reason. On ``release`` the lease is cleared; a run left with
+        inbox items is then ``runnable`` (``pending_inbox``) for its next replay. A terminal
+        status drops the run's remaining inbox items, timers and unfinished tasks.
+        """
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up without writing history (no-op when it is no longer ours); a
+        ``running`` run goes back to ``runnable``, its replay still marked in flight."""
+        ...
+
+    # -- facts from outside -----------------------------------------------------------------
+    def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
+        """Insert ``item`` into the run's inbox, idempotently by its dedupe key, and make the
+        run ``runnable`` (unless it is ``blocked``). A terminal or unknown run takes nothing.
+        With ``task_id`` the outbox task is marked finished in the same transaction.
+        When no replay is in flight and the lease is free, marks one in flight and returns
+        the run in ``dispatch`` for the caller to publish.
+        """
+        ...
+
+    def mark_started(self, task_id: str) -> bool:
+        """Record that a worker started the task (its start-to-close deadline starts now).
+        ``False`` when the task is unknown, finished, or already started.
+        """
+        ...
+
+    # -- the dispatcher ---------------------------------------------------------------------
+    def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
+        """Move due timers into their runs' inboxes (``timer_fired``); the runs to dispatch."""
+        ...
+
+    def expire_tasks(self, limit: int = 100) -> list[RunRef]:
+        """Started tasks past their deadline are finished and become inbox items under their
+        :func:`outcome_key` (so a late outcome is dropped): ``activity_timed_out`` for an
+        activity, ``compensation_failed`` with a ``TimeoutError`` for a compensation. Returns
+        the runs to dispatch.
+        """
+        ...
+
+    def take_unpublished(self, *, republish_after: float, limit: int = 100) -> list[OutboxTask]:
+        """Unfinished outbox tasks to (re)publish, marking them published now: delayed ones
+        (retry backoff) that became due, and published ones not started within
+        ``republish_after`` seconds (their message was lost, or the publisher crashed after the
+        commit). Rows locked by another dispatcher are skipped.
+        """
+        ...
+
+    def take_runnable(self, *, redispatch_after: float, limit: int = 100) -> list[RunRef]:
+        """Runs that need a replay and have none in flight (or its message is older than
+        ``redispatch_after``): runnable with a free lease, running with an expired lease,
+        blocked ones to retry. Marks a replay in flight. Rows locked elsewhere are skipped.
+        """
+        ...
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a timer fires or a delayed task becomes due (``None``: none)."""
+        ...

@@ -1,0 +1,49 @@
+"""Applies the journal's migrations (``continuum db upgrade``), from a checkout or a wheel.
+
+The migrations are installed as the package ``orchestrator.migrations`` (the repository's
+``db/`` folder), so their location is found through the import system, not the working
+directory.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from orchestrator import sql_engine
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for ``url`` pointing at the installed migrations."""
+    location = resources.files("orchestrator.migrations")
+    config = Config()
+    config.set_main_option("script_location", str(location))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision`` (default: the newest)."""
+    engine = sql_engine.create(url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config(url)
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def current(url: str) -> str | None:
+    """The database's current revision (``None`` before the first migration)."""
+    engine = sql_engine.create(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
