@@ -109,7 +109,9 @@ class ActivityFailed(RemoteError):
 class ChildFailed(RemoteError):
     """A child workflow failed; raised in the parent at the await of the child."""
 
-    def __init__(self, run_id: str, command_id: int, child_run_id: str, error: dict[str, Any]) -> None:
+    def __init__(
+        self, run_id: str, command_id: int, child_run_id: str, error: dict[str, Any]
+    ) -> None:
         super().__init__(
             f"run {run_id}: child {child_run_id} (command {command_id}) failed: "
             f"{error.get('type')}: {error.get('message')}",
@@ -130,7 +132,7 @@ class WorkflowFailed(RemoteError):
         self.run_id = run_id
 
 
-class Cancelled(BaseException):  # noqa: N818 - the public name is fixed by the API
+class Cancelled(BaseException):
     """The run was cancelled: raised at the workflow's current await, and by ``orc.result``.
 
     A ``BaseException`` so that ``except Exception`` in workflow code does not swallow it.
@@ -145,5 +147,7 @@ class Cancelled(BaseException):  # noqa: N818 - the public name is fixed by the 
 def describe_exception(exc: BaseException, traceback_text: str | None = None) -> dict[str, Any]:
     """The portable form of an exception: type, message and traceback as text, never a pickle."""
     cls = type(exc)
-    qualname = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    qualname = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
     return {"type": qualname, "message": str(exc), "traceback": traceback_text}

@@ -280,3 +280,8 @@ class Journal(Protocol):
     def next_wakeup(self) -> float | None:
         """The earliest time a timer fires or a delayed task becomes due (``None``: none)."""
         ...
+
+    def wait_wakeup(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when a commit added a timer or a
+        delayed task (Postgres ``NOTIFY``); a plain bounded sleep where there is no signal."""
+        ...

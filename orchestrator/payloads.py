@@ -20,7 +20,7 @@ DEFAULT_MAX_BYTES = 1024 * 1024
 def encode(value: Any, what: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """``value`` as JSON text, or a :class:`PayloadError` naming ``what`` could not be carried."""
     try:
-        text: str = kombu_json.dumps(value, allow_nan=False)
+        text: str = kombu_json.dumps(value, allow_nan=False)  # type: ignore[no-untyped-call]
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{what} cannot be carried as JSON: {exc}") from None
     if len(text) > max_bytes:
@@ -35,7 +35,7 @@ def decode(text: str | None) -> Any:
     """The value of a payload written by :func:`encode` (``None`` for a missing one)."""
     if text is None:
         return None
-    return kombu_json.loads(text)
+    return kombu_json.loads(text)  # type: ignore[no-untyped-call]
 
 
 def roundtrip(value: Any, what: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:

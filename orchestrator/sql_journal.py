@@ -312,7 +312,7 @@ class SqlJournal:
                 )
             )
 
-    def _locked_run(self, conn: Connection, lease: Lease) -> Row[Any]:
+    def _locked_run(self, conn: Connection, lease: Lease) -> Any:
         row = conn.execute(
             sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
             .where(runs.c.run_id == lease.run_id)
@@ -558,7 +558,9 @@ def timed_out_item(
     }
     return InboxItem(
         dedupe_key=outcome_key(command_id, attempt),
-        type=EventType.COMPENSATION_FAILED if kind == "compensation" else EventType.ACTIVITY_TIMED_OUT,
+        type=EventType.COMPENSATION_FAILED
+        if kind == "compensation"
+        else EventType.ACTIVITY_TIMED_OUT,
         command_id=command_id,
         attempt=attempt,
         data={"error": error},

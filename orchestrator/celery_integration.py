@@ -1,0 +1,204 @@
+"""Everything that touches Celery: the publisher, the replay task, outcome capture, the bootstep.
+
+Activities are the app's own tasks, sent under their own names (routes, queues and Flower work
+as usual) with a deterministic task id and headers naming run, command and attempt. Their
+outcomes are caught with Celery's task signals in the worker that ran them and delivered to the
+run's inbox, exactly once per attempt (the inbox's dedupe key). The replay task
+``orchestrator.replay`` is JSON-only, ``acks_late`` and keeps no result.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+from celery.signals import task_failure, task_prerun, task_success
+
+from orchestrator import payloads
+from orchestrator.errors import ConfigurationError, PayloadError, describe_exception
+from orchestrator.events import EventType
+from orchestrator.journal import InboxItem, OutboxTask, RunRef, outcome_key
+
+if TYPE_CHECKING:
+    from orchestrator.facade import Orchestrator
+
+log = logging.getLogger(__name__)
+
+REPLAY_TASK = "orchestrator.replay"
+HEADER_RUN = "continuum_run_id"
+HEADER_COMMAND = "continuum_command_id"
+HEADER_ATTEMPT = "continuum_attempt"
+HEADER_KIND = "continuum_kind"
+
+_PICKLE = {"pickle", "application/x-python-serialize"}
+
+
+def check_serializers(app: Celery) -> None:
+    """Refuse an app that sends or accepts pickle: orchestrator messages are JSON only."""
+    conf = app.conf
+    accepted = {str(c) for c in (conf.accept_content or ())}
+    if str(conf.task_serializer) in _PICKLE or accepted & _PICKLE:
+        raise ConfigurationError(
+            f"Celery app {app.main!r} is configured for pickle (task_serializer="
+            f"{conf.task_serializer!r}, accept_content={sorted(accepted)!r}); the orchestrator "
+            "sends and accepts JSON only: set task_serializer='json' and accept_content=['json']"
+        )
+
+
+class CeleryPublisher:
+    """The :class:`~orchestrator.publisher.Publisher` over a Celery app's broker."""
+
+    def __init__(self, app: Celery, queue: str) -> None:
+        self.app = app
+        self.queue = queue
+
+    def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for task in tasks:
+                options: dict[str, Any] = {}
+                if task.queue:
+                    options["queue"] = task.queue
+                self.app.send_task(
+                    task.task_name,
+                    args=task.args,
+                    kwargs=task.kwargs,
+                    task_id=task.task_id,
+                    headers={
+                        HEADER_RUN: task.run_id,
+                        HEADER_COMMAND: task.command_id,
+                        HEADER_ATTEMPT: task.attempt,
+                        HEADER_KIND: task.kind,
+                    },
+                    serializer="json",
+                    producer=producer,
+                    **options,
+                )
+
+    def publish_replays(self, runs: Sequence[RunRef]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for run in runs:
+                self.app.send_task(
+                    REPLAY_TASK,
+                    args=[run.run_id],
+                    queue=self.queue,
+                    serializer="json",
+                    argsrepr=f"{run.workflow} v{run.version} {run.run_id}",
+                    ignore_result=True,
+                    producer=producer,
+                )
+
+
+def install(app: Celery, orc: Orchestrator) -> None:
+    """Register the replay task, the outcome signals and the worker bootstep on ``app``."""
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=REPLAY_TASK,
+        ignore_result=True,
+        acks_late=True,
+        serializer="json",
+        shared=False,
+    )
+    def replay(run_id: str) -> None:
+        """Advance one run of a durable workflow (claim, replay, commit, publish)."""
+        orc.driver.advance(run_id)
+
+    def mine(task: Any) -> dict[str, Any] | None:
+        if getattr(task, "app", None) is not app:
+            return None
+        request = task.request
+        run_id = getattr(request, HEADER_RUN, None)
+        if run_id is None:
+            run_id = (getattr(request, "headers", None) or {}).get(HEADER_RUN)
+            if run_id is None:
+                return None
+            headers = request.headers
+        else:
+            headers = {
+                h: getattr(request, h, None) for h in (HEADER_COMMAND, HEADER_ATTEMPT, HEADER_KIND)
+            }
+        try:
+            return {
+                "run_id": str(run_id),
+                "command_id": int(headers[HEADER_COMMAND]),
+                "attempt": int(headers[HEADER_ATTEMPT]),
+                "kind": str(headers.get(HEADER_KIND) or "activity"),
+                "task_id": request.id,
+            }
+        except (KeyError, TypeError, ValueError):
+            log.warning("task %s carries malformed orchestrator headers; ignored", request.id)
+            return None
+
+    def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        meta = mine(sender)
+        if meta is not None:
+            orc.journal.mark_started(meta["task_id"])
+
+    def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+        meta = mine(sender)
+        if meta is None:
+            return
+        try:
+            data = {
+                "result": payloads.roundtrip(
+                    result, f"result of {sender.name}", orc.settings.max_payload_bytes
+                )
+            }
+        except PayloadError as exc:
+            deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exc)})
+            return
+        deliver_outcome(orc, meta, failed=False, data=data)
+
+    def on_failure(
+        sender: Any = None, exception: BaseException | None = None, einfo: Any = None, **_: Any
+    ) -> None:
+        meta = mine(sender)
+        if meta is None or exception is None:
+            return
+        tb = getattr(einfo, "traceback", None) or "".join(traceback.format_exception(exception))
+        deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exception, tb)})
+
+    task_prerun.connect(on_prerun, weak=False)
+    task_success.connect(on_success, weak=False)
+    task_failure.connect(on_failure, weak=False)
+    app.steps["worker"].add(_bootstep(orc))
+
+
+def deliver_outcome(
+    orc: Orchestrator, meta: dict[str, Any], *, failed: bool, data: dict[str, Any]
+) -> None:
+    """Journal one attempt's outcome and, if no replay is in flight, dispatch one now."""
+    compensation = meta["kind"] == "compensation"
+    if failed:
+        kind = EventType.COMPENSATION_FAILED if compensation else EventType.ACTIVITY_FAILED
+    else:
+        kind = EventType.COMPENSATION_COMPLETED if compensation else EventType.ACTIVITY_COMPLETED
+    item = InboxItem(
+        dedupe_key=outcome_key(meta["command_id"], meta["attempt"]),
+        type=kind,
+        command_id=meta["command_id"],
+        attempt=meta["attempt"],
+        data=data,
+    )
+    delivery = orc.journal.deliver(meta["run_id"], item, task_id=meta["task_id"])
+    if not delivery.accepted:
+        log.info("outcome of %s was already journaled (or its run has ended)", meta["task_id"])
+    if delivery.dispatch is not None:
+        orc.publisher.publish_replays([delivery.dispatch])
+
+
+def _bootstep(orc: Orchestrator) -> type[bootsteps.StartStopStep]:
+    class OrchestratorStep(bootsteps.StartStopStep):  # type: ignore[misc]
+        """Makes every worker of the app consume the replay queue and refuse pickle."""
+
+        def __init__(self, worker: Any, **kwargs: Any) -> None:
+            check_serializers(worker.app)
+            worker.app.amqp.queues.select_add(orc.settings.queue)
+            super().__init__(worker, **kwargs)
+
+        def start(self, worker: Any) -> None:
+            log.info("orchestrator: workflows loaded %s", orc.registry.versions())
+
+    return OrchestratorStep

@@ -1,0 +1,66 @@
+"""Settings of an orchestrator, read once from arguments, the Celery config and the environment.
+
+The journal URL is taken from the argument, then ``app.conf.orchestrator_journal_url``, then
+the ``ORCHESTRATOR_JOURNAL_URL`` environment variable, then a SQLite file in the working
+directory (the embedded default). Other settings are ``orchestrator_<name>`` keys of the
+Celery config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from orchestrator import payloads
+from orchestrator.retry import RetryPolicy
+
+DEFAULT_JOURNAL_URL = "sqlite:///continuum.sqlite3"
+JOURNAL_URL_ENV = "ORCHESTRATOR_JOURNAL_URL"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Tunables, each overridable as ``orchestrator_<name>`` in the Celery config."""
+
+    journal_url: str = DEFAULT_JOURNAL_URL
+    #: Queue of the replay task (every worker of the app consumes it).
+    queue: str = "orchestrator"
+    #: Seconds a replay may hold a run's lease before another node may take it over.
+    lease_ttl: float = 30.0
+    #: Seconds before the dispatcher re-sends a replay that has not been picked up.
+    redispatch_after: float = 30.0
+    #: Seconds before the dispatcher re-publishes an activity no worker has started.
+    republish_after: float = 60.0
+    #: Longest the dispatcher sleeps between passes (it also wakes on notifications).
+    poll_interval: float = 1.0
+    #: Largest JSON payload (arguments, results, signals) accepted, in bytes.
+    max_payload_bytes: int = payloads.DEFAULT_MAX_BYTES
+    #: Retry policy of activities that do not name one.
+    default_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Replayed runs whose state a worker process keeps in memory.
+    cache_size: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("lease_ttl", "redispatch_after", "republish_after", "poll_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"orchestrator_{name} must be a positive number, not {value!r}")
+        if not isinstance(self.default_retry, RetryPolicy):
+            raise TypeError("orchestrator_default_retry must be a RetryPolicy")
+
+    @classmethod
+    def resolve(
+        cls, conf: Mapping[str, Any], journal_url: str | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from an argument, the Celery config (``conf``) and the environment."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = f"orchestrator_{f.name}"
+            if conf.get(key) is not None:
+                values[f.name] = conf.get(key)
+        url = journal_url or values.get("journal_url") or os.environ.get(JOURNAL_URL_ENV)
+        values["journal_url"] = url or DEFAULT_JOURNAL_URL
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,159 @@
+"""Moves one run forward: claim its lease, replay, commit the decision, publish, release.
+
+This is the body of the ``orchestrator.replay`` task, kept free of Celery so it runs (and is
+tested) against any journal and publisher. Replayers are cached per process, keyed by run and
+last sequence number, so a run replays only the events recorded since its last step; a miss
+or any doubt falls back to a full replay, which is always correct.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from orchestrator.config import Settings
+from orchestrator.context import WorkflowInfo
+from orchestrator.errors import LeaseLost, NonDeterminismError, UnknownWorkflow
+from orchestrator.events import RunInfo, RunStatus
+from orchestrator.journal import Batch, Claimed, Journal, RunRef
+from orchestrator.publisher import Publisher
+from orchestrator.registry import Registry
+from orchestrator.replay import Replayer
+
+log = logging.getLogger(__name__)
+
+#: Rounds one call makes while new facts keep arriving, before handing the run back.
+MAX_ROUNDS = 20
+
+
+class ReplayCache:
+    """Live replayers by run id (LRU). Taking one removes it: one user at a time."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Replayer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, run_id: str) -> Replayer | None:
+        with self._lock:
+            return self._items.pop(run_id, None)
+
+    def put(self, run_id: str, replayer: Replayer) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            self._items[run_id] = replayer
+            self._items.move_to_end(run_id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Driver:
+    """Advances runs on behalf of one process (``owner`` names it in leases)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        registry: Registry,
+        publisher: Publisher,
+        settings: Settings,
+        *,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.registry = registry
+        self.publisher = publisher
+        self.settings = settings
+        self.owner = owner
+        self.cache = ReplayCache(settings.cache_size)
+        self._clock = clock
+
+    def advance(self, run_id: str) -> RunStatus | None:
+        """Replay ``run_id`` until it waits, ends, or is someone else's. Returns its status
+        after the last commit (``None`` when it could not be claimed)."""
+        status: RunStatus | None = None
+        run: RunInfo | None = None
+        for _ in range(MAX_ROUNDS):
+            cached = self.cache.take(run_id)
+            claimed = self.journal.claim(
+                run_id, self.owner, self.settings.lease_ttl, cached.last_seq if cached else 0
+            )
+            if claimed is None:
+                return status
+            run = claimed.run
+            status, more = self._step(claimed, cached)
+            if not more:
+                return status
+        if run is not None:
+            self.publisher.publish_replays([_ref(run)])
+        return status
+
+    def _step(self, claimed: Claimed, cached: Replayer | None) -> tuple[RunStatus, bool]:
+        run, lease = claimed.run, claimed.lease
+        if not self.registry.has(run.workflow, run.version):
+            reason = str(UnknownWorkflow(run.workflow, run.version)) + " on this node"
+            self.journal.commit(lease, Batch(status=RunStatus.BLOCKED, reason=reason))
+            log.warning("run %s blocked: %s", run.run_id, reason)
+            return RunStatus.BLOCKED, False
+        replayer = cached or self._new_replayer(run)
+        try:
+            replayer.feed(claimed.history)
+            decision = replayer.decide(claimed.inbox, self._clock())
+        except NonDeterminismError as err:
+            self.journal.commit(lease, Batch(status=RunStatus.BLOCKED, reason=str(err)))
+            log.error("run %s blocked: %s", run.run_id, err)
+            return RunStatus.BLOCKED, False
+        except BaseException:
+            self.journal.release(lease)
+            raise
+        batch = Batch(
+            events=decision.events,
+            absorbed=[item.id for item in claimed.inbox if item.id is not None],
+            tasks=decision.tasks,
+            timers=decision.timers,
+            status=decision.status,
+            result=decision.result,
+            error=decision.error,
+            reason=decision.reason,
+        )
+        try:
+            committed = self.journal.commit(lease, batch)
+        except LeaseLost:
+            log.warning("run %s: lease lost before commit; another node carries on", run.run_id)
+            return RunStatus.RUNNING, False
+        replayer.last_seq = committed.last_seq
+        if not decision.status.terminal:
+            self.cache.put(run.run_id, replayer)
+        now = self._clock()
+        due = [t for t in decision.tasks if t.available_at <= now]
+        if due:
+            self.publisher.publish_tasks(due)
+        return decision.status, committed.pending_inbox
+
+    def _new_replayer(self, run: RunInfo) -> Replayer:
+        definition = self.registry.get(run.workflow, run.version)
+        info = WorkflowInfo(
+            run_id=run.run_id,
+            workflow=run.workflow,
+            version=run.version,
+            parent_run_id=run.parent_run_id,
+            correlation_id=run.correlation_id,
+            continued_from_run_id=run.continued_from_run_id,
+        )
+        return Replayer(
+            definition.fn,
+            info,
+            default_retry=self.settings.default_retry,
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+
+
+def _ref(run: RunInfo) -> RunRef:
+    return RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)

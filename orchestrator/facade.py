@@ -1,0 +1,136 @@
+"""``Orchestrator``: the two lines a Celery app adds, and the client calls in one place."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+from celery import Celery
+
+from orchestrator import celery_integration
+from orchestrator.client import Client, RunHandle
+from orchestrator.config import Settings
+from orchestrator.dispatcher import Dispatcher
+from orchestrator.driver import Driver
+from orchestrator.events import Event, RunInfo
+from orchestrator.journal import Journal
+from orchestrator.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Orchestrator:
+    """Turns a Celery app into a durable workflow engine.
+
+    The journal URL is the argument, else ``app.conf.orchestrator_journal_url``, else the
+    ``ORCHESTRATOR_JOURNAL_URL`` environment variable, else a SQLite file (the dev default).
+    Settings are read when first needed, so the app may be configured after this is made.
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        journal_url: str | None = None,
+        *,
+        journal: Journal | None = None,
+        **settings: Any,
+    ) -> None:
+        self.app = app
+        self.registry = Registry()
+        self._journal_url = journal_url
+        self._journal = journal
+        self._overrides = settings
+        self._lock = threading.Lock()
+        celery_integration.install(app, self)
+        _REGISTERED[id(app)] = self
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Settings, resolved on first use."""
+        celery_integration.check_serializers(self.app)
+        return Settings.resolve(self.app.conf, self._journal_url, **self._overrides)
+
+    @property
+    def journal(self) -> Journal:
+        """The journal (created on first use, one per process)."""
+        if self._journal is None:
+            with self._lock:
+                if self._journal is None:
+                    from orchestrator.sql_journal import SqlJournal
+
+                    self._journal = SqlJournal(self.settings.journal_url)
+        return self._journal
+
+    @cached_property
+    def publisher(self) -> celery_integration.CeleryPublisher:
+        """Publishes activity tasks and replays on the app's broker."""
+        return celery_integration.CeleryPublisher(self.app, self.settings.queue)
+
+    @cached_property
+    def driver(self) -> Driver:
+        """Advances runs in this process (the replay task's body)."""
+        owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        return Driver(self.journal, self.registry, self.publisher, self.settings, owner=owner)
+
+    @cached_property
+    def client(self) -> Client:
+        """The client API over this orchestrator's journal and broker."""
+        return Client(self.journal, self.registry, self.publisher, self.settings)
+
+    def dispatcher(self) -> Dispatcher:
+        """A dispatcher over this orchestrator's journal and broker."""
+        return Dispatcher(self.journal, self.publisher, self.settings)
+
+    # -- authoring --------------------------------------------------------------------------
+    def workflow(self, name: str | None = None, version: str = "1") -> Callable[[F], F]:
+        """Register an ``async def`` workflow; ``name`` defaults to ``module.qualname``."""
+
+        def register(fn: F) -> F:
+            workflow_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            definition = self.registry.add(fn, name=workflow_name, version=version)
+            fn.__workflow__ = definition  # type: ignore[attr-defined]
+            return fn
+
+        return register
+
+    # -- client -----------------------------------------------------------------------------
+    def start(
+        self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
+    ) -> RunHandle:
+        """Start a run (idempotent by ``run_id``); returns its handle."""
+        return RunHandle(self.client.start(workflow, *args, run_id=run_id, version=version), self)
+
+    def result(self, run_id: str, timeout: float | None = None) -> Any:
+        """Wait for a run's result; raises ``WorkflowFailed``, ``Cancelled`` or ``TimeoutError``."""
+        return self.client.result(run_id, timeout)
+
+    def describe(self, run_id: str) -> RunInfo:
+        """A run's summary."""
+        return self.client.describe(run_id)
+
+    def history(self, run_id: str) -> list[Event]:
+        """A run's events."""
+        return self.client.history(run_id)
+
+    def list_runs(
+        self, status: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        """Runs, newest first."""
+        return self.client.list_runs(status=status, workflow=workflow, limit=limit)
+
+
+_REGISTERED: dict[int, Orchestrator] = {}
+
+
+def of(app: Celery) -> Orchestrator:
+    """The orchestrator installed on ``app`` (for the CLI)."""
+    try:
+        return _REGISTERED[id(app)]
+    except KeyError:
+        raise LookupError(
+            f"Celery app {app.main!r} has no Orchestrator: add `orc = Orchestrator(app)`"
+        ) from None
