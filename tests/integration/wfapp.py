@@ -26,7 +26,14 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
-orc = Orchestrator(app, queue=f"{PREFIX}-orchestrator", poll_interval=0.2, lease_ttl=10)
+orc = Orchestrator(
+    app,
+    queue=f"{PREFIX}-orchestrator",
+    poll_interval=0.2,
+    lease_ttl=10,
+    redispatch_after=2,
+    republish_after=10,
+)
 
 
 def record(key: str) -> int:
