@@ -7,6 +7,7 @@ the whole worker (pool children included).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -129,10 +130,8 @@ class Cluster:
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal the process's whole group (a prefork worker's children too) and reap it."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         if sig in (signal.SIGKILL, signal.SIGTERM):
             proc.wait(timeout=30)
 
