@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import payloads
 from orchestrator.config import Settings
-from orchestrator.errors import Cancelled, UnknownRun, UnknownWorkflow, WorkflowFailed
-from orchestrator.events import Event, RunInfo, RunStatus
-from orchestrator.journal import Journal, NewRun, RunRef
+from orchestrator.errors import Cancelled, RunClosed, UnknownRun, WorkflowFailed
+from orchestrator.events import Event, EventType, RunInfo, RunStatus
+from orchestrator.journal import InboxItem, Journal, NewRun, RunRef, cancel_item
 from orchestrator.publisher import Publisher
-from orchestrator.registry import Registry, WorkflowDefinition
+from orchestrator.registry import Registry
 
 if TYPE_CHECKING:
     from orchestrator.facade import Orchestrator
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}$")
+_SIGNAL = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 
 def check_run_id(run_id: Any) -> str:
@@ -57,15 +59,6 @@ class Client:
         self.publisher = publisher
         self.settings = settings
 
-    def definition(self, workflow: Any, version: str | None = None) -> WorkflowDefinition:
-        """The registered definition of a decorated workflow function or a workflow name."""
-        if isinstance(workflow, str):
-            return self.registry.get(workflow, version)
-        definition = getattr(workflow, "__workflow__", None)
-        if isinstance(definition, WorkflowDefinition):
-            return definition if version is None else self.registry.get(definition.name, version)
-        raise UnknownWorkflow(getattr(workflow, "__qualname__", repr(workflow)))
-
     def start(
         self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
     ) -> str:
@@ -73,7 +66,7 @@ class Client:
 
         Arguments JSON cannot carry are refused before anything is written.
         """
-        definition = self.definition(workflow, version)
+        definition = self.registry.resolve(workflow, version)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         args_list = payloads.roundtrip(
             list(args), f"arguments of workflow {definition.name}", self.settings.max_payload_bytes
@@ -96,14 +89,65 @@ class Client:
             )
         return run_id
 
+    def tip(self, run_id: str) -> str:
+        """The live tip of ``run_id``'s continue-as-new chain; :class:`UnknownRun` if none."""
+        tip = self.journal.resolve_tip(check_run_id(run_id))
+        if tip is None:
+            raise UnknownRun(run_id)
+        return tip
+
+    def signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> None:
+        """Deliver signal ``name`` to the run (its chain's live tip). Signals wait, in order,
+        until the workflow asks for them. ``signal_id`` makes a retried send idempotent."""
+        if not isinstance(name, str) or not _SIGNAL.match(name):
+            raise ValueError(f"invalid signal name {name!r}: 1-200 printable characters")
+        data = {
+            "name": name,
+            "payload": payloads.roundtrip(
+                payload, f"payload of signal {name!r}", self.settings.max_payload_bytes
+            ),
+        }
+        key = f"signal:{signal_id or uuid.uuid4().hex}"
+        item = InboxItem(dedupe_key=key, type=EventType.SIGNAL_RECEIVED, data=data)
+        self._deliver(run_id, item, f"signal {name!r}")
+
+    def cancel(self, run_id: str, reason: str | None = None) -> None:
+        """Ask the run (its chain's live tip) to stop: ``Cancelled`` is raised at its current
+        await; it may clean up, then ends ``cancelled``. Asking twice is harmless."""
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"cancel reason must be a string, not {reason!r}")
+        self._deliver(run_id, cancel_item(reason), "the cancellation")
+
+    def _deliver(self, run_id: str, item: InboxItem, what: str) -> None:
+        for _ in range(3):
+            tip = self.tip(run_id)
+            delivery = self.journal.deliver(tip, item)
+            if delivery.dispatch is not None:
+                self.publisher.publish_replays([delivery.dispatch])
+            if delivery.accepted:
+                return
+            info = self.describe(tip)
+            if info.status is not RunStatus.CONTINUED:
+                if info.status.terminal:
+                    raise RunClosed(tip, info.status.value, what)
+                return  # already delivered (same dedupe key)
+        raise RunClosed(run_id, "continued", what)
+
     def result(self, run_id: str, timeout: float | None = None) -> Any:
-        """Wait for the run to end: its result, or :class:`WorkflowFailed` / :class:`Cancelled`
-        / ``TimeoutError``."""
-        info = self.journal.wait_closed(check_run_id(run_id), timeout)
-        if info is None:
-            if self.journal.describe(run_id) is None:
-                raise UnknownRun(run_id)
-            raise TimeoutError(f"run {run_id} did not finish within {timeout} seconds")
+        """Wait for the run (following its continue-as-new chain) to end: its result, or
+        :class:`WorkflowFailed` / :class:`Cancelled` / ``TimeoutError``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tip = self.tip(run_id)
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            info = self.journal.wait_closed(tip, left)
+            if info is None:
+                raise TimeoutError(f"run {run_id} did not finish within {timeout} seconds")
+            if info.status is not RunStatus.CONTINUED or info.continued_to_run_id is None:
+                break
+            tip = info.continued_to_run_id
         if info.status is RunStatus.COMPLETED:
             return info.result
         if info.status is RunStatus.CANCELLED:
@@ -111,16 +155,16 @@ class Client:
         raise WorkflowFailed(run_id, info.error or {"type": "unknown", "message": info.status})
 
     def describe(self, run_id: str) -> RunInfo:
-        """The run's summary; :class:`UnknownRun` for an unknown id."""
-        info = self.journal.describe(check_run_id(run_id))
+        """The summary of the run (its chain's live tip); :class:`UnknownRun` for an unknown id."""
+        tip = self.tip(run_id)
+        info = self.journal.describe(tip)
         if info is None:
             raise UnknownRun(run_id)
         return info
 
     def history(self, run_id: str) -> list[Event]:
-        """The run's events, in order."""
-        self.describe(run_id)
-        return self.journal.history(run_id)
+        """The events of the run (its chain's live tip), in order."""
+        return self.journal.history(self.tip(run_id))
 
     def list_runs(
         self, status: str | RunStatus | None = None, workflow: str | None = None, limit: int = 50

@@ -6,11 +6,12 @@ A command issued during replay must match the recorded event at the same place i
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from orchestrator.events import Event, EventType, NewEvent
-from orchestrator.journal import OutboxTask, Timer, task_id_for
+from orchestrator.journal import NewRun, OutboxTask, Timer, task_id_for
 from orchestrator.retry import RetryPolicy
 
 
@@ -71,6 +72,7 @@ class ScheduleActivity(Command):
     """Run a Celery task (one attempt of it)."""
 
     event_type: ClassVar[EventType] = EventType.ACTIVITY_SCHEDULED
+    kind: ClassVar[str] = "activity"
     task_name: str
     args: list[Any]
     kwargs: dict[str, Any]
@@ -114,6 +116,66 @@ class ScheduleActivity(Command):
             queue=self.queue,
             available_at=at + self.delay,
             timeout_seconds=self.timeout,
+            kind=self.kind,
+            target_activity_id=self.target_activity(),
+        )
+
+    def target_activity(self) -> int | None:
+        """The activity a compensation undoes (``None`` for an activity)."""
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleCompensation(ScheduleActivity):
+    """Run a saga's compensation task: an activity that undoes ``target_activity_id``."""
+
+    event_type: ClassVar[EventType] = EventType.COMPENSATION_SCHEDULED
+    kind: ClassVar[str] = "compensation"
+    target_activity_id: int | None = None
+
+    def data(self) -> dict[str, Any]:
+        return {**super().data(), "target_activity_id": self.target_activity_id}
+
+    def target_activity(self) -> int | None:
+        return self.target_activity_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartChild(Command):
+    """Start a child workflow run (inserted with the parent's ``child_started``)."""
+
+    event_type: ClassVar[EventType] = EventType.CHILD_STARTED
+    workflow: str
+    version: str
+    args: list[Any]
+    child_run_id: str
+    parent_close_policy: str = "cancel"
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "workflow": self.workflow,
+            "version": self.version,
+            "args": self.args,
+            "child_run_id": self.child_run_id,
+            "parent_close_policy": self.parent_close_policy,
+        }
+
+    def target(self) -> str:
+        return self.workflow
+
+    def recorded_target(self, event: Event) -> str:
+        return str(event.data.get("workflow", ""))
+
+    def new_run(self, parent_run_id: str) -> NewRun:
+        """The child run to insert."""
+        return NewRun(
+            run_id=self.child_run_id,
+            workflow=self.workflow,
+            version=self.version,
+            args=self.args,
+            parent_run_id=parent_run_id,
+            parent_command_id=self.command_id,
+            parent_close_policy=self.parent_close_policy,
         )
 
 
@@ -173,6 +235,24 @@ class FailRun(Command):
 
     def data(self) -> dict[str, Any]:
         return {"error": self.error}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContinueRun(Command):
+    """End this run and carry on in a new one with fresh history (``ctx.continue_as_new``)."""
+
+    event_type: ClassVar[EventType] = EventType.RUN_CONTINUED
+    command_id: int | None = None
+    args: list[Any] = field(default_factory=list)
+    next_run_id: str = ""
+
+    def data(self) -> dict[str, Any]:
+        return {"args": self.args, "next_run_id": self.next_run_id}
+
+
+def next_run_id(run_id: str) -> str:
+    """The deterministic id of the run that continues ``run_id``."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"continuum:continue:{run_id}").hex
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ checks against history (replay) or records (new decisions).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random as _random
 import uuid
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from orchestrator import commands, payloads
+from orchestrator.errors import OrchestratorError
 from orchestrator.events import timestamp
 from orchestrator.retry import RetryPolicy, Seconds, to_seconds
 
@@ -92,6 +94,16 @@ class _Gather(Future[list[Any]]):
             self.set_result([c._value for c in self._children])
 
 
+class ChildHandle(Future[Any]):
+    """A started child workflow: await it (or pass it to ``ctx.gather``) for its result."""
+
+    __slots__ = ("run_id",)
+
+    def __init__(self, description: str, run_id: str) -> None:
+        super().__init__(description)
+        self.run_id = run_id
+
+
 class Engine(Protocol):
     """What the context needs from the replay engine."""
 
@@ -99,6 +111,7 @@ class Engine(Protocol):
     now: float
     default_retry: RetryPolicy
     max_payload_bytes: int
+    last_activity_id: int | None
 
     def next_command_id(self) -> int: ...
 
@@ -107,6 +120,12 @@ class Engine(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]: ...
 
     def patched(self, change_id: str) -> bool: ...
+
+    def wait_signal(self, name: str, timeout: float | None) -> Future[Any]: ...
+
+    def continue_as_new(self, args: list[Any]) -> Future[Any]: ...
+
+    def resolve_workflow(self, workflow: Any, version: str | None) -> tuple[str, str]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +205,77 @@ class WorkflowContext:
                 raise TypeError(f"ctx.gather takes workflow awaitables or coroutines, not {item!r}")
         return _Gather(children)
 
+    def wait_signal(self, name: str, timeout: Seconds | None = None) -> Future[Any]:
+        """The payload of the next signal ``name`` (signals sent earlier wait in order), or
+        ``None`` when ``timeout`` passes first (a durable timer, so replay agrees)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"wait_signal needs a non-empty signal name, not {name!r}")
+        seconds = None if timeout is None else to_seconds(timeout, "wait_signal timeout")
+        return self._engine.wait_signal(name, seconds)
+
+    def start_child(
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str | None = None,
+        version: str | None = None,
+        parent_close_policy: str = "cancel",
+    ) -> ChildHandle:
+        """Start a child workflow; returns its handle, to await now or later.
+
+        ``parent_close_policy`` is what happens to the child if this run ends or is cancelled
+        first: ``"cancel"`` (default) or ``"abandon"``. A failed child raises
+        :class:`~orchestrator.ChildFailed` at the await.
+        """
+        if parent_close_policy not in ("cancel", "abandon"):
+            raise ValueError(
+                f"parent_close_policy must be 'cancel' or 'abandon', not {parent_close_policy!r}"
+            )
+        name, child_version = self._engine.resolve_workflow(workflow, version)
+        command_id = self._engine.next_command_id()
+        if run_id is None:
+            run_id = uuid.uuid5(
+                uuid.NAMESPACE_URL, f"continuum:child:{self.run_id}:{command_id}"
+            ).hex
+        elif not isinstance(run_id, str) or not run_id or len(run_id) > 200:
+            raise ValueError(f"invalid child run id {run_id!r}")
+        command = commands.StartChild(
+            command_id=command_id,
+            workflow=name,
+            version=child_version,
+            args=payloads.roundtrip(
+                list(args), f"arguments of child workflow {name}", self._engine.max_payload_bytes
+            ),
+            child_run_id=run_id,
+            parent_close_policy=parent_close_policy,
+        )
+        handle = ChildHandle(f"child {name} {run_id} (command {command_id})", run_id)
+        self._engine.issue(command, handle)
+        return handle
+
+    def child(
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str | None = None,
+        version: str | None = None,
+        parent_close_policy: str = "cancel",
+    ) -> ChildHandle:
+        """Start a child workflow and await its result: ``await ctx.child(ship, order_id)``."""
+        return self.start_child(
+            workflow, *args, run_id=run_id, version=version, parent_close_policy=parent_close_policy
+        )
+
+    def continue_as_new(self, *args: Any) -> Future[Any]:
+        """End this run and continue as a new run of the same workflow with ``args`` and a
+        fresh history. The run ends here: ``return await ctx.continue_as_new(...)``."""
+        return self._engine.continue_as_new(list(args))
+
+    def saga(self) -> Saga:
+        """A block whose registered compensations run, newest first, if it raises or the run
+        is cancelled inside it; then the error propagates."""
+        return Saga(self)
+
     def sleep(self, duration: Seconds) -> Future[None]:
         """A durable timer: survives restarts, fired by the dispatcher."""
         seconds = to_seconds(duration, "sleep duration")
@@ -220,6 +310,64 @@ class WorkflowContext:
         if not isinstance(change_id, str) or not change_id:
             raise TypeError(f"patched() needs a non-empty change id string, not {change_id!r}")
         return self._engine.patched(change_id)
+
+
+class Saga:
+    """``async with ctx.saga() as saga: ...; saga.compensate_with(undo.s(x))``."""
+
+    def __init__(self, ctx: WorkflowContext) -> None:
+        self._ctx = ctx
+        self._steps: list[commands.ScheduleCompensation] = []
+
+    def compensate_with(
+        self,
+        task: Any,
+        *args: Any,
+        retry: RetryPolicy | None = None,
+        timeout: Seconds | None = None,
+        queue: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register the compensation of the step just done (a task, name or signature)."""
+        engine = self._ctx._engine
+        name, args, kwargs, queue = _task_call(task, args, kwargs, queue)
+        limit = engine.max_payload_bytes
+        self._steps.append(
+            commands.ScheduleCompensation(
+                command_id=None,
+                task_name=name,
+                args=payloads.roundtrip(list(args), f"arguments of compensation {name}", limit),
+                kwargs=payloads.roundtrip(
+                    kwargs, f"keyword arguments of compensation {name}", limit
+                ),
+                queue=queue,
+                retry=retry or engine.default_retry,
+                timeout=None if timeout is None else to_seconds(timeout, "timeout"),
+                target_activity_id=engine.last_activity_id,
+            )
+        )
+
+    async def __aenter__(self) -> Saga:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        failures: list[str] = []
+        engine = self._ctx._engine
+        for step in reversed(self._steps):
+            command = dataclasses.replace(step, command_id=engine.next_command_id())
+            future: Future[Any] = Future(
+                f"compensation {step.task_name} (command {command.command_id})"
+            )
+            engine.issue(command, future)
+            try:
+                await future
+            except OrchestratorError as failure:
+                failures.append(str(failure))
+        if failures:
+            exc.add_note("compensation failed: " + "; ".join(failures))
+        return False
 
 
 def _task_call(

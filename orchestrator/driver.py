@@ -13,15 +13,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from orchestrator.config import Settings
 from orchestrator.context import WorkflowInfo
 from orchestrator.errors import LeaseLost, NonDeterminismError, UnknownWorkflow
 from orchestrator.events import RunInfo, RunStatus
-from orchestrator.journal import Batch, Claimed, Journal, RunRef
+from orchestrator.journal import Batch, Claimed, Journal, NewRun, RunRef
 from orchestrator.publisher import Publisher
 from orchestrator.registry import Registry
-from orchestrator.replay import Replayer
+from orchestrator.replay import Decision, Replayer
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class Driver:
             absorbed=[item.id for item in claimed.inbox if item.id is not None],
             tasks=decision.tasks,
             timers=decision.timers,
+            children=decision.children,
+            continuation=self._continuation(run, decision),
             status=decision.status,
             result=decision.result,
             error=decision.error,
@@ -135,7 +138,26 @@ class Driver:
         due = [t for t in decision.tasks if t.available_at <= now]
         if due:
             self.publisher.publish_tasks(due)
+        if committed.dispatch:
+            self.publisher.publish_replays(committed.dispatch)
         return decision.status, committed.pending_inbox
+
+    def _continuation(self, run: RunInfo, decision: Decision) -> NewRun | None:
+        """The run that continues ``run``: the newest loaded version of its workflow."""
+        command = decision.continuation
+        if command is None:
+            return None
+        return NewRun(
+            run_id=command.next_run_id,
+            workflow=run.workflow,
+            version=self.registry.get(run.workflow).version,
+            args=command.args,
+            parent_run_id=run.parent_run_id,
+            parent_command_id=run.parent_command_id,
+            correlation_id=run.correlation_id or run.run_id,
+            continued_from_run_id=run.run_id,
+            parent_close_policy=run.parent_close_policy,
+        )
 
     def _new_replayer(self, run: RunInfo) -> Replayer:
         definition = self.registry.get(run.workflow, run.version)
@@ -152,7 +174,12 @@ class Driver:
             info,
             default_retry=self.settings.default_retry,
             max_payload_bytes=self.settings.max_payload_bytes,
+            resolve_workflow=self._resolve_child,
         )
+
+    def _resolve_child(self, workflow: Any, version: str | None) -> tuple[str, str]:
+        definition = self.registry.resolve(workflow, version)
+        return definition.name, definition.version
 
 
 def _ref(run: RunInfo) -> RunRef:

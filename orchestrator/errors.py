@@ -42,6 +42,15 @@ class UnknownRun(OrchestratorError, LookupError):
         self.run_id = run_id
 
 
+class RunClosed(OrchestratorError):
+    """The run has already ended; what was sent to it was not delivered."""
+
+    def __init__(self, run_id: str, status: str, what: str) -> None:
+        super().__init__(f"run {run_id} has already ended ({status}); {what} was not delivered")
+        self.run_id = run_id
+        self.status = status
+
+
 class LeaseLost(OrchestratorError):
     """The writer's lease on a run was taken over: nothing it tried to write was written."""
 
@@ -150,4 +159,8 @@ def describe_exception(exc: BaseException, traceback_text: str | None = None) ->
     qualname = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
-    return {"type": qualname, "message": str(exc), "traceback": traceback_text}
+    described: dict[str, Any] = {"type": qualname, "message": str(exc), "traceback": traceback_text}
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        described["notes"] = [str(n) for n in notes]
+    return described

@@ -138,3 +138,4 @@ class RunInfo:
     created_at: datetime | None = None
     closed_at: datetime | None = None
     args: list[Any] = field(default_factory=list)
+    parent_close_policy: str = "cancel"

@@ -108,6 +108,16 @@ class Orchestrator:
         """Wait for a run's result; raises ``WorkflowFailed``, ``Cancelled`` or ``TimeoutError``."""
         return self.client.result(run_id, timeout)
 
+    def signal(
+        self, run_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> None:
+        """Send signal ``name`` with a JSON ``payload`` to a run (its chain's live tip)."""
+        self.client.signal(run_id, name, payload, signal_id=signal_id)
+
+    def cancel(self, run_id: str, reason: str | None = None) -> None:
+        """Cancel a run (its chain's live tip); its running children are cancelled too."""
+        self.client.cancel(run_id, reason)
+
     def describe(self, run_id: str) -> RunInfo:
         """A run's summary."""
         return self.client.describe(run_id)

@@ -40,6 +40,8 @@ class NewRun:
     parent_command_id: int | None = None
     correlation_id: str | None = None
     continued_from_run_id: str | None = None
+    #: What happens to this run, as a child, when its parent ends: "cancel" or "abandon".
+    parent_close_policy: str = "cancel"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,14 +106,18 @@ class Timer:
 class Batch:
     """Everything one replay decided, committed in one transaction.
 
-    ``absorbed`` are the inbox item ids whose events are among ``events`` (they are deleted);
-    ``status`` is the run's status after the commit (``None`` keeps it).
+    ``absorbed`` are the inbox item ids whose events are among ``events`` (they are marked
+    absorbed); ``status`` is the run's status after the commit (``None`` keeps it);
+    ``children`` are child runs to insert (their ``child_started`` is among ``events``);
+    ``continuation`` is the run that continues this one (status ``continued``).
     """
 
     events: Sequence[NewEvent] = ()
     absorbed: Sequence[int] = ()
     tasks: Sequence[OutboxTask] = ()
     timers: Sequence[Timer] = ()
+    children: Sequence[NewRun] = ()
+    continuation: NewRun | None = None
     status: RunStatus | None = None
     result: Any = None
     error: dict[str, Any] | None = None
@@ -131,10 +137,13 @@ class Claimed:
 
 @dataclass(frozen=True, kw_only=True)
 class Committed:
-    """What a commit did: the last sequence number, and whether inbox items are still waiting."""
+    """What a commit did: the last sequence number, whether inbox items are still waiting,
+    and the runs it made runnable that the committer should dispatch (new children, the
+    continuation, a parent told of its child's end, children told to cancel)."""
 
     last_seq: int
     pending_inbox: bool
+    dispatch: Sequence[RunRef] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +173,29 @@ def outcome_key(command_id: int, attempt: int) -> str:
     return f"outcome:{command_id}:{attempt}"
 
 
+def child_outcome_item(run: RunInfo, status: RunStatus) -> InboxItem:
+    """What a child's end puts into its parent's inbox (keyed by the parent's command)."""
+    assert run.parent_command_id is not None
+    data: dict[str, Any] = {"child_run_id": run.run_id}
+    if status is RunStatus.COMPLETED:
+        kind, data["result"] = EventType.CHILD_COMPLETED, run.result
+    elif status is RunStatus.FAILED:
+        kind, data["error"] = EventType.CHILD_FAILED, run.error
+    else:
+        kind, data["reason"] = EventType.CHILD_CANCELLED, run.reason
+    return InboxItem(
+        dedupe_key=f"child:{run.parent_command_id}",
+        type=kind,
+        command_id=run.parent_command_id,
+        data=data,
+    )
+
+
+def cancel_item(reason: str | None) -> InboxItem:
+    """A cancellation request; one per run is journaled."""
+    return InboxItem(dedupe_key="cancel", type=EventType.CANCEL_REQUESTED, data={"reason": reason})
+
+
 def timer_key(command_id: int) -> str:
     """Dedupe key of a timer's firing."""
     return f"timer:{command_id}"
@@ -188,6 +220,11 @@ class Journal(Protocol):
 
     def describe(self, run_id: str) -> RunInfo | None:
         """The run's summary, or ``None`` for an unknown id."""
+        ...
+
+    def resolve_tip(self, run_id: str) -> str | None:
+        """The live tip of ``run_id``'s continue-as-new chain (itself when it has no
+        successor; ``None`` for an unknown id). One lookup, not a walk along the chain."""
         ...
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
@@ -225,6 +262,13 @@ class Journal(Protocol):
         set status/result/error/reason. On ``release`` the lease is cleared; a run left with
         inbox items is then ``runnable`` (``pending_inbox``) for its next replay. A terminal
         status drops the run's remaining inbox items, timers and unfinished tasks.
+
+        In the same transaction: ``children`` and ``continuation`` runs are inserted (with
+        their ``run_started``; a continuation sets ``continued_to_run_id``); absorbing a
+        ``cancel_requested``, or ending, delivers ``cancel_requested`` to the run's unfinished
+        children whose policy is ``cancel``; a child's end (other than ``continued``) is
+        delivered to its parent's inbox (:func:`child_outcome_item`). Runs so made runnable
+        are returned in ``Committed.dispatch``.
         """
         ...
 

@@ -47,3 +47,12 @@ def current(url: str) -> str | None:
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     finally:
         engine.dispose()
+
+
+def head() -> str:
+    """The newest revision the installed migrations know."""
+    from alembic.script import ScriptDirectory
+
+    revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert revision is not None
+    return revision

@@ -64,6 +64,15 @@ class Registry:
         except KeyError:
             raise UnknownWorkflow(name, version) from None
 
+    def resolve(self, workflow: Any, version: str | None = None) -> WorkflowDefinition:
+        """The definition of a decorated workflow function, or of a workflow name."""
+        if isinstance(workflow, str):
+            return self.get(workflow, version)
+        definition = getattr(workflow, "__workflow__", None)
+        if isinstance(definition, WorkflowDefinition):
+            return definition if version is None else self.get(definition.name, version)
+        raise UnknownWorkflow(getattr(workflow, "__qualname__", repr(workflow)))
+
     def has(self, name: str, version: str) -> bool:
         """Whether this process can replay ``name`` at ``version``."""
         return version in self._by_name.get(name, {})

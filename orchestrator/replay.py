@@ -10,23 +10,32 @@ what is new). Errors in workflow code become a failed run, never an exception he
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import traceback
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator import commands, payloads
 from orchestrator.context import Future, WorkflowContext, WorkflowInfo
-from orchestrator.errors import ActivityFailed, Cancelled, NonDeterminismError, describe_exception
+from orchestrator.errors import (
+    ActivityFailed,
+    Cancelled,
+    ChildFailed,
+    NonDeterminismError,
+    UnknownWorkflow,
+    describe_exception,
+)
 from orchestrator.events import COMMAND_EVENTS, Event, EventType, NewEvent, RunStatus
-from orchestrator.journal import InboxItem, OutboxTask, Timer
+from orchestrator.journal import InboxItem, NewRun, OutboxTask, Timer
 from orchestrator.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 WorkflowFn = Callable[..., Coroutine[Any, Any, Any]]
+ResolveWorkflow = Callable[[Any, "str | None"], "tuple[str, str]"]
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Decision:
     events: list[NewEvent] = field(default_factory=list)
     tasks: list[OutboxTask] = field(default_factory=list)
     timers: list[Timer] = field(default_factory=list)
+    children: list[NewRun] = field(default_factory=list)
+    continuation: commands.ContinueRun | None = None
     status: RunStatus = RunStatus.SUSPENDED
     result: Any = None
     error: dict[str, Any] | None = None
@@ -75,8 +86,11 @@ class Replayer:
         *,
         default_retry: RetryPolicy | None = None,
         max_payload_bytes: int = payloads.DEFAULT_MAX_BYTES,
+        resolve_workflow: ResolveWorkflow | None = None,
     ) -> None:
         self.run_id = info.run_id
+        self.last_activity_id: int | None = None
+        self._resolve_workflow = resolve_workflow
         self.now = 0.0
         self.default_retry = default_retry or RetryPolicy()
         self.max_payload_bytes = max_payload_bytes
@@ -90,6 +104,10 @@ class Replayer:
         self._main: _Task | None = None
         self._activities: dict[int, _Activity] = {}
         self._timers: dict[int, Future[Any]] = {}
+        self._children: dict[int, Future[Any]] = {}
+        self._signals: defaultdict[str, deque[Any]] = defaultdict(deque)
+        self._signal_waiters: defaultdict[str, deque[Future[Any]]] = defaultdict(deque)
+        self._continue: commands.ContinueRun | None = None
         self._pending_cancel: Cancelled | None = None
         self._nondeterminism: NonDeterminismError | None = None
         self._terminal: commands.Command | None = None
@@ -134,6 +152,8 @@ class Replayer:
             if self._main is None:
                 raise NonDeterminismError(self.run_id, None, "history has no run_started event")
             for item in inbox:
+                if self._terminal is not None:
+                    break  # the run has ended; the rest of the inbox is dropped with it
                 self.now = now
                 out.events.append(
                     NewEvent(
@@ -157,13 +177,59 @@ class Replayer:
         return self._command_ids
 
     def issue(self, command: commands.Command, future: Future[Any] | None = None) -> None:
+        cid = command.command_id
         if isinstance(command, commands.ScheduleActivity) and future is not None:
-            assert command.command_id is not None
-            self._activities[command.command_id] = _Activity(command, future)
+            assert cid is not None
+            self._activities[cid] = _Activity(command, future)
+            if type(command) is commands.ScheduleActivity:
+                self.last_activity_id = cid
         elif isinstance(command, commands.StartTimer) and future is not None:
-            assert command.command_id is not None
-            self._timers[command.command_id] = future
+            assert cid is not None
+            self._timers[cid] = future
+        elif isinstance(command, commands.StartChild) and future is not None:
+            assert cid is not None
+            self._children[cid] = future
         self._record(command)
+
+    def wait_signal(self, name: str, timeout: float | None) -> Future[Any]:
+        future: Future[Any] = Future(f"signal {name!r}")
+        buffered = self._signals[name]
+        if buffered:
+            future.set_result(buffered.popleft())
+            return future
+        waiters = self._signal_waiters[name]
+        waiters.append(future)
+        if timeout is not None:
+            timer: Future[Any] = Future(f"timeout of signal {name!r}")
+            self.issue(
+                commands.StartTimer(
+                    command_id=self.next_command_id(), fire_at=self.now + timeout, seconds=timeout
+                ),
+                timer,
+            )
+
+            def expire(_: Future[Any]) -> None:
+                if not future.done:
+                    waiters.remove(future)
+                    future.set_result(None)
+
+            timer.on_done(expire)
+        return future
+
+    def continue_as_new(self, args: list[Any]) -> Future[Any]:
+        if self._continue is None:
+            self._continue = commands.ContinueRun(
+                args=payloads.roundtrip(args, "continue_as_new arguments", self.max_payload_bytes),
+                next_run_id=commands.next_run_id(self.run_id),
+            )
+        return Future("continue as new")
+
+    def resolve_workflow(self, workflow: Any, version: str | None) -> tuple[str, str]:
+        if self._resolve_workflow is not None:
+            return self._resolve_workflow(workflow, version)
+        if isinstance(workflow, str) and version is not None:
+            return workflow, version
+        raise UnknownWorkflow(str(workflow), version)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
         future: Future[Any] = Future(getattr(coro, "__qualname__", "coroutine"))
@@ -210,6 +276,10 @@ class Replayer:
             out.tasks.append(command.outbox(self.run_id, self.now))
         elif isinstance(command, commands.StartTimer):
             out.timers.append(command.timer(self.run_id))
+        elif isinstance(command, commands.StartChild):
+            out.children.append(command.new_run(self.run_id))
+        elif isinstance(command, commands.ContinueRun):
+            out.continuation = command
 
     def _mismatch(self, command_id: int | None, detail: str) -> NonDeterminismError:
         self._nondeterminism = NonDeterminismError(self.run_id, command_id, detail)
@@ -261,16 +331,8 @@ class Replayer:
         error = data.get("error") or {}
         command = activity.command
         if command.retry.retries(attempt, str(error.get("type", ""))):
-            retry = commands.ScheduleActivity(
-                command_id=cid,
-                task_name=command.task_name,
-                args=command.args,
-                kwargs=command.kwargs,
-                queue=command.queue,
-                retry=command.retry,
-                timeout=command.timeout,
-                attempt_no=attempt + 1,
-                delay=command.retry.delay_before(attempt + 1),
+            retry = dataclasses.replace(
+                command, attempt_no=attempt + 1, delay=command.retry.delay_before(attempt + 1)
             )
             activity.command = retry
             self._record(retry)
@@ -283,6 +345,40 @@ class Replayer:
         future = self._timers.pop(cid, None) if cid is not None else None
         if future is not None:
             future.set_result(None)
+
+    def _on_signal_received(
+        self, _cid: int | None, _attempt: int | None, data: dict[str, Any]
+    ) -> None:
+        name = str(data.get("name"))
+        waiters = self._signal_waiters[name]
+        if waiters:
+            waiters.popleft().set_result(data.get("payload"))
+        else:
+            self._signals[name].append(data.get("payload"))
+
+    def _on_child_ended(self, cid: int | None, data: dict[str, Any], kind: EventType) -> None:
+        future = self._children.pop(cid, None) if cid is not None else None
+        if future is None or cid is None:
+            return
+        child_run_id = str(data.get("child_run_id", ""))
+        if kind is EventType.CHILD_COMPLETED:
+            future.set_result(data.get("result"))
+            return
+        error = data.get("error") or {
+            "type": "Cancelled",
+            "message": f"child {child_run_id} was cancelled: {data.get('reason')}",
+            "traceback": None,
+        }
+        future.set_error(ChildFailed(self.run_id, cid, child_run_id, error))
+
+    def _on_child_completed(self, cid: int | None, _a: int | None, data: dict[str, Any]) -> None:
+        self._on_child_ended(cid, data, EventType.CHILD_COMPLETED)
+
+    def _on_child_failed(self, cid: int | None, _a: int | None, data: dict[str, Any]) -> None:
+        self._on_child_ended(cid, data, EventType.CHILD_FAILED)
+
+    def _on_child_cancelled(self, cid: int | None, _a: int | None, data: dict[str, Any]) -> None:
+        self._on_child_ended(cid, data, EventType.CHILD_CANCELLED)
 
     def _on_cancel_requested(
         self, _cid: int | None, _attempt: int | None, data: dict[str, Any]
@@ -318,6 +414,11 @@ class Replayer:
             self._tasks = [t for t in self._tasks if not t.future.done]
 
     def _step(self, task: _Task, throw: BaseException | None) -> None:
+        self._take_step(task, throw)
+        if self._continue is not None and self._terminal is None:
+            self._finish(self._continue)
+
+    def _take_step(self, task: _Task, throw: BaseException | None) -> None:
         task.started = True
         try:
             yielded = task.coro.throw(throw) if throw is not None else task.coro.send(None)
@@ -382,6 +483,8 @@ class Replayer:
             out.status, out.error = RunStatus.FAILED, terminal.error
         elif isinstance(terminal, commands.CancelRun):
             out.status, out.reason = RunStatus.CANCELLED, terminal.reason
+        elif isinstance(terminal, commands.ContinueRun):
+            out.status, out.reason = RunStatus.CONTINUED, f"continued as {terminal.next_run_id}"
         else:
             out.status = RunStatus.SUSPENDED
             waiting = self._main.waiting_on if self._main is not None else None
@@ -410,4 +513,10 @@ _HANDLERS: dict[EventType, _Handler] = {
     EventType.ACTIVITY_TIMED_OUT: Replayer._on_activity_failed,
     EventType.TIMER_FIRED: Replayer._on_timer_fired,
     EventType.CANCEL_REQUESTED: Replayer._on_cancel_requested,
+    EventType.SIGNAL_RECEIVED: Replayer._on_signal_received,
+    EventType.CHILD_COMPLETED: Replayer._on_child_completed,
+    EventType.CHILD_FAILED: Replayer._on_child_failed,
+    EventType.CHILD_CANCELLED: Replayer._on_child_cancelled,
+    EventType.COMPENSATION_COMPLETED: Replayer._on_activity_completed,
+    EventType.COMPENSATION_FAILED: Replayer._on_activity_failed,
 }

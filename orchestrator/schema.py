@@ -42,6 +42,7 @@ runs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("closed_at", sa.Float),
+    sa.Column("parent_close_policy", sa.String(16), nullable=False, server_default="cancel"),
     sa.Index("ix_runs_active", "status", postgresql_where=_active, sqlite_where=_active),
     sa.Index("ix_runs_created_at", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
@@ -124,4 +125,14 @@ timers = sa.Table(
     sa.Column("command_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("fire_at", sa.Float, nullable=False),
     sa.Index("ix_timers_fire_at", "fire_at"),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("node_id", sa.String(255), primary_key=True),
+    sa.Column("workflow", sa.String(255), primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Index("ix_nodes_workflow_version", "workflow", "version"),
 )

@@ -13,12 +13,14 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+import psycopg.errors
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -35,9 +37,13 @@ from orchestrator.journal import (
     NewRun,
     OutboxTask,
     RunRef,
+    cancel_item,
+    child_outcome_item,
     outcome_key,
     timer_key,
 )
+
+T = TypeVar("T")
 
 runs, events, inbox, tasks, timers = (
     schema.runs,
@@ -94,45 +100,86 @@ class SqlJournal:
         with self.engine.begin() as conn:
             yield conn
 
+    def _retrying(self, body: Callable[[Connection], T]) -> T:
+        """Run ``body`` in one transaction, again if Postgres broke a deadlock by aborting it.
+
+        Commits that reach across runs (a child telling its parent, a parent cancelling its
+        children) lock two run rows in opposite orders; the aborted side rolled back whole,
+        so running it again is safe.
+        """
+        for attempt in range(5):
+            try:
+                with self._tx() as conn:
+                    return body(conn)
+            except sa_exc.OperationalError as exc:
+                retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+                if not isinstance(exc.orig, retryable) or attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
         now = self._clock()
-        args_text = payloads.encode(run.args, "workflow arguments")
         with self._tx() as conn:
-            inserted = conn.execute(
-                self._insert(runs)
-                .values(
-                    run_id=run.run_id,
-                    workflow=run.workflow,
-                    version=run.version,
-                    status=RunStatus.RUNNABLE.value,
-                    args=args_text,
-                    parent_run_id=run.parent_run_id,
-                    parent_command_id=run.parent_command_id,
-                    correlation_id=run.correlation_id or run.run_id,
-                    continued_from_run_id=run.continued_from_run_id,
-                    lease_token=0,
-                    last_seq=1,
-                    dispatched_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["run_id"])
-                .returning(runs.c.run_id)
-            ).first()
-            if inserted is None:
-                return False
-            data = {"workflow": run.workflow, "version": run.version, "args": run.args}
-            conn.execute(
-                events.insert().values(
-                    run_id=run.run_id,
-                    seq=1,
-                    type=EventType.RUN_STARTED.value,
-                    data=payloads.encode(data, "run_started"),
-                    at=now,
-                )
+            return self._insert_run_x(conn, run, now)
+
+    def _insert_run_x(self, conn: Connection, run: NewRun, now: float) -> bool:
+        inserted = conn.execute(
+            self._insert(runs)
+            .values(
+                run_id=run.run_id,
+                workflow=run.workflow,
+                version=run.version,
+                status=RunStatus.RUNNABLE.value,
+                args=payloads.encode(run.args, "workflow arguments"),
+                parent_run_id=run.parent_run_id,
+                parent_command_id=run.parent_command_id,
+                parent_close_policy=run.parent_close_policy,
+                correlation_id=run.correlation_id or run.run_id,
+                continued_from_run_id=run.continued_from_run_id,
+                lease_token=0,
+                last_seq=1,
+                dispatched_at=now,
+                created_at=now,
+                updated_at=now,
             )
+            .on_conflict_do_nothing(index_elements=["run_id"])
+            .returning(runs.c.run_id)
+        ).first()
+        if inserted is None:
+            return False
+        data = {"workflow": run.workflow, "version": run.version, "args": run.args}
+        conn.execute(
+            events.insert().values(
+                run_id=run.run_id,
+                seq=1,
+                type=EventType.RUN_STARTED.value,
+                data=payloads.encode(data, "run_started"),
+                at=now,
+            )
+        )
         return True
+
+    def resolve_tip(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(runs.c.correlation_id, runs.c.status).where(runs.c.run_id == run_id)
+            ).first()
+            if row is None:
+                return None
+            if row.status != RunStatus.CONTINUED.value:
+                return run_id
+            tip = conn.execute(
+                sa.select(runs.c.run_id)
+                .where(
+                    runs.c.correlation_id == row.correlation_id,
+                    runs.c.status != RunStatus.CONTINUED.value,
+                )
+                .order_by(runs.c.created_at.desc())
+                .limit(1)
+            ).scalar()
+        return tip or run_id
 
     def describe(self, run_id: str) -> RunInfo | None:
         with self.engine.connect() as conn:
@@ -225,71 +272,107 @@ class SqlJournal:
         )
 
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
+        return self._retrying(lambda conn: self._commit_x(conn, lease, batch, release))
+
+    def _commit_x(self, conn: Connection, lease: Lease, batch: Batch, release: bool) -> Committed:
         now = self._clock()
-        with self._tx() as conn:
-            row = self._locked_run(conn, lease)
-            seq = row.last_seq
-            if batch.events:
-                rows = []
-                for event in batch.events:
-                    seq += 1
-                    rows.append(
-                        {
-                            "run_id": lease.run_id,
-                            "seq": seq,
-                            "type": EventType(event.type).value,
-                            "command_id": event.command_id,
-                            "attempt": event.attempt,
-                            "data": payloads.encode(event.data, f"{event.type} event"),
-                            "at": now if event.at is None else event.at,
-                        }
-                    )
-                conn.execute(events.insert(), rows)
-            if batch.absorbed:
-                conn.execute(
-                    inbox.update()
-                    .where(inbox.c.run_id == lease.run_id, inbox.c.id.in_(list(batch.absorbed)))
-                    .values(absorbed=True)
+        row = self._locked_run(conn, lease)
+        seq = row.last_seq
+        if batch.events:
+            rows = []
+            for event in batch.events:
+                seq += 1
+                rows.append(
+                    {
+                        "run_id": lease.run_id,
+                        "seq": seq,
+                        "type": EventType(event.type).value,
+                        "command_id": event.command_id,
+                        "attempt": event.attempt,
+                        "data": payloads.encode(event.data, f"{event.type} event"),
+                        "at": now if event.at is None else event.at,
+                    }
                 )
-            if batch.tasks:
-                conn.execute(tasks.insert(), [_task_row(t, now) for t in batch.tasks])
-            if batch.timers:
-                conn.execute(
-                    timers.insert(),
-                    [
-                        {"run_id": t.run_id, "command_id": t.command_id, "fire_at": t.fire_at}
-                        for t in batch.timers
-                    ],
-                )
-            status = RunStatus(batch.status or row.status)
-            values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
-            if batch.status is not None:
-                values.update(
-                    status=status.value,
-                    result=payloads.encode(batch.result, "workflow result"),
-                    error=None if batch.error is None else json.dumps(batch.error),
-                    reason=batch.reason,
-                )
-            if status.terminal:
-                values["closed_at"] = now
-                self._drop_leftovers(conn, lease.run_id)
-                pending = False
+            conn.execute(events.insert(), rows)
+        if batch.absorbed:
+            conn.execute(
+                inbox.update()
+                .where(inbox.c.run_id == lease.run_id, inbox.c.id.in_(list(batch.absorbed)))
+                .values(absorbed=True)
+            )
+        if batch.tasks:
+            conn.execute(tasks.insert(), [_task_row(t, now) for t in batch.tasks])
+        if batch.timers:
+            conn.execute(
+                timers.insert(),
+                [
+                    {"run_id": t.run_id, "command_id": t.command_id, "fire_at": t.fire_at}
+                    for t in batch.timers
+                ],
+            )
+        dispatch: list[RunRef] = []
+        for child in batch.children:
+            if self._insert_run_x(conn, child, now):
+                dispatch.append(_ref_of(child))
+        status = RunStatus(batch.status or row.status)
+        values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
+        if batch.continuation is not None:
+            if self._insert_run_x(conn, batch.continuation, now):
+                dispatch.append(_ref_of(batch.continuation))
+            values["continued_to_run_id"] = batch.continuation.run_id
+        if batch.status is not None:
+            values.update(
+                status=status.value,
+                result=payloads.encode(batch.result, "workflow result"),
+                error=None if batch.error is None else json.dumps(batch.error),
+                reason=batch.reason,
+            )
+        if status.terminal:
+            values["closed_at"] = now
+            self._drop_leftovers(conn, lease.run_id)
+            pending = False
+        else:
+            pending = self._has_pending_inbox(conn, lease.run_id)
+        if release:
+            values.update(lease_owner=None, lease_expires_at=None)
+            if status is RunStatus.BLOCKED:
+                values["dispatched_at"] = now
+            elif pending or status is RunStatus.RUNNING:
+                values["status"] = RunStatus.RUNNABLE.value
             else:
-                pending = self._has_pending_inbox(conn, lease.run_id)
-            if release:
-                values.update(lease_owner=None, lease_expires_at=None)
-                if status is RunStatus.BLOCKED:
-                    values["dispatched_at"] = now
-                elif pending or status is RunStatus.RUNNING:
-                    values["status"] = RunStatus.RUNNABLE.value
-                else:
-                    values["dispatched_at"] = None
-            conn.execute(runs.update().where(runs.c.run_id == lease.run_id).values(**values))
-            if status.terminal:
-                self._notify(conn, CLOSED_CHANNEL, lease.run_id)
-            if batch.timers or any(t.available_at > now for t in batch.tasks):
-                self._notify(conn, WAKEUP_CHANNEL)
-        return Committed(last_seq=seq, pending_inbox=pending)
+                values["dispatched_at"] = None
+        ended = conn.execute(
+            runs.update().where(runs.c.run_id == lease.run_id).values(**values).returning(*runs.c)
+        ).one()
+        cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)
+        if cancelled or (status.terminal and status is not RunStatus.CONTINUED):
+            reason = batch.reason if status.terminal else _cancel_reason(batch)
+            dispatch += self._cancel_children_x(conn, lease.run_id, reason, now)
+        if status.terminal and status is not RunStatus.CONTINUED and ended.parent_run_id:
+            info = _run_info(ended)
+            item = child_outcome_item(info, status)
+            _collect(dispatch, self._deliver_x(conn, ended.parent_run_id, item, None, now))
+        if status.terminal:
+            self._notify(conn, CLOSED_CHANNEL, lease.run_id)
+        if batch.timers or any(t.available_at > now for t in batch.tasks):
+            self._notify(conn, WAKEUP_CHANNEL)
+        return Committed(last_seq=seq, pending_inbox=pending, dispatch=dispatch)
+
+    def _cancel_children_x(
+        self, conn: Connection, run_id: str, reason: str | None, now: float
+    ) -> list[RunRef]:
+        children = conn.execute(
+            sa.select(runs.c.run_id).where(
+                runs.c.parent_run_id == run_id,
+                runs.c.parent_close_policy == "cancel",
+                runs.c.status.not_in(_TERMINAL),
+            )
+        ).scalars()
+        refs: list[RunRef] = []
+        item = cancel_item(reason or f"parent {run_id} was cancelled or ended")
+        for child in list(children):
+            _collect(refs, self._deliver_x(conn, child, item, None, now))
+        return refs
 
     def release(self, lease: Lease) -> None:
         now = self._clock()
@@ -341,8 +424,9 @@ class SqlJournal:
 
     # -- facts from outside -----------------------------------------------------------------
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
-        with self._tx() as conn:
-            return self._deliver_x(conn, run_id, item, task_id, self._clock())
+        return self._retrying(
+            lambda conn: self._deliver_x(conn, run_id, item, task_id, self._clock())
+        )
 
     def _deliver_x(
         self, conn: Connection, run_id: str, item: InboxItem, task_id: str | None, now: float
@@ -567,6 +651,18 @@ def timed_out_item(
     )
 
 
+def _ref_of(run: NewRun) -> RunRef:
+    return RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)
+
+
+def _cancel_reason(batch: Batch) -> str | None:
+    for event in batch.events:
+        if event.type == EventType.CANCEL_REQUESTED:
+            reason = event.data.get("reason")
+            return None if reason is None else str(reason)
+    return None
+
+
 def _collect(refs: list[RunRef], delivery: Delivery) -> None:
     if delivery.dispatch is not None and delivery.dispatch not in refs:
         refs.append(delivery.dispatch)
@@ -609,6 +705,7 @@ def _run_info(row: Row[Any]) -> RunInfo:
         created_at=timestamp(row.created_at),
         closed_at=None if row.closed_at is None else timestamp(row.closed_at),
         args=payloads.decode(row.args),
+        parent_close_policy=row.parent_close_policy,
     )
 
 
@@ -662,4 +759,3 @@ def _outbox_task(row: Row[Any]) -> OutboxTask:
 
 
 __all__ = ["SqlJournal", "timed_out_item"]
-_ = Sequence  # re-exported type used in annotations of callers

@@ -34,6 +34,7 @@ def test_wheel_ships_migrations_and_upgrades_a_database(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "orchestrator/migrations/env.py" in names
     assert "orchestrator/migrations/versions/0001_journal.py" in names
+    assert "orchestrator/migrations/versions/0002_children_and_nodes.py" in names
     assert "orchestrator/migrations/script.py.mako" in names
     installed = tmp_path / "installed"
     zipfile.ZipFile(wheel).extractall(installed)
@@ -56,6 +57,6 @@ def test_wheel_ships_migrations_and_upgrades_a_database(tmp_path: Path) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0001" in result.stdout
+    assert "is at revision 0002" in result.stdout
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"runs", "events", "inbox", "tasks", "timers", "alembic_version"} <= tables

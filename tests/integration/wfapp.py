@@ -121,3 +121,93 @@ async def changing(ctx: WorkflowContext, seconds: float) -> str:
 async def failing(ctx: WorkflowContext) -> None:
     await ctx.activity(noop, 1)
     raise ValueError("the order is invalid")
+
+
+def journal_line(key: str, line: str) -> None:
+    path = Path(os.environ.get("CONTINUUM_TEST_EFFECTS", "/tmp")) / f"{key}.order"
+    with path.open("a") as fh:
+        fh.write(line + "\n")
+
+
+@app.task
+def step(key: str, name: str, fail: bool = False) -> str:
+    record(f"{key}-{name}")
+    journal_line(key, name)
+    if fail:
+        raise RuntimeError(f"{name} failed")
+    return name
+
+
+@app.task
+def undo(key: str, name: str) -> str:
+    record(f"{key}-undo-{name}")
+    journal_line(key, f"undo-{name}")
+    return f"undid {name}"
+
+
+@orc.workflow(name="approval")
+async def approval(ctx: WorkflowContext, timeout: float) -> list[Any]:
+    first = await ctx.wait_signal("approve", timeout=timeout)
+    second = await ctx.wait_signal("approve", timeout=timeout)
+    return [first, second]
+
+
+@orc.workflow(name="counter")
+async def counter(ctx: WorkflowContext, n: int, total: int) -> int:
+    total = await ctx.activity(add, total, n)
+    if n > 0:
+        return await ctx.continue_as_new(n - 1, total)
+    return total
+
+
+@orc.workflow(name="ticker")
+async def ticker(ctx: WorkflowContext, n: int) -> int:
+    """Continues as new ``n`` times without activities (a long chain, cheaply)."""
+    if n > 0:
+        return await ctx.continue_as_new(n - 1)
+    return 0
+
+
+@orc.workflow(name="parent")
+async def parent(ctx: WorkflowContext) -> dict[str, Any]:
+    go = await ctx.wait_signal("go")
+    results = await ctx.gather(
+        ctx.child(sequential, 3), ctx.start_child(counter, 2, 0), ctx.child("fanout", 4)
+    )
+    return {"go": go, "results": results}
+
+
+@orc.workflow(name="saga")
+async def saga_wf(ctx: WorkflowContext, key: str, fail_at: int) -> str:
+    async with ctx.saga() as saga:
+        for i, name in enumerate(["reserve", "charge", "ship"]):
+            await ctx.activity(step, key, name, i == fail_at)
+            saga.compensate_with(undo.s(key, name))
+    return "shipped"
+
+
+@orc.workflow(name="sleepy_child")
+async def sleepy_child(ctx: WorkflowContext, seconds: float) -> str:
+    await ctx.sleep(seconds)
+    return "woke"
+
+
+@orc.workflow(name="cancellable")
+async def cancellable(ctx: WorkflowContext, key: str) -> str:
+    async with ctx.saga() as saga:
+        await ctx.activity(step, key, "reserve")
+        saga.compensate_with(undo.s(key, "reserve"))
+        child = ctx.start_child(sleepy_child, 600)
+        # Sent to a queue no worker consumes: it stays pending until the run is cancelled.
+        stuck = ctx.activity(noop, 1, queue=f"{PREFIX}-nowhere")
+        await ctx.gather(child, stuck)
+    return "never"
+
+
+@orc.workflow(name="failing_child")
+async def failing_child(ctx: WorkflowContext) -> str:
+    try:
+        await ctx.child(failing)
+    except Exception as exc:  # ChildFailed carries the child's error
+        return f"{type(exc).__name__}: {getattr(exc, 'remote_message', '')}"
+    return "no error"
