@@ -10,6 +10,8 @@ run's inbox, exactly once per attempt (the inbox's dedupe key). The replay task
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from celery import Celery, bootsteps
 from celery.signals import task_failure, task_prerun, task_success
 
 from orchestrator import payloads
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigurationError, PayloadError, describe_exception
 from orchestrator.events import EventType
 from orchestrator.journal import InboxItem, OutboxTask, RunRef, outcome_key
@@ -51,9 +54,9 @@ def check_serializers(app: Celery) -> None:
 class CeleryPublisher:
     """The :class:`~orchestrator.publisher.Publisher` over a Celery app's broker."""
 
-    def __init__(self, app: Celery, queue: str) -> None:
+    def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
-        self.queue = queue
+        self.settings = settings
 
     def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
         with self.app.producer_or_acquire() as producer:
@@ -83,7 +86,7 @@ class CeleryPublisher:
                 self.app.send_task(
                     REPLAY_TASK,
                     args=[run.run_id],
-                    queue=self.queue,
+                    queue=self.settings.replay_queue(run.workflow, run.version),
                     serializer="json",
                     argsrepr=f"{run.workflow} v{run.version} {run.run_id}",
                     ignore_result=True,
@@ -191,14 +194,50 @@ def deliver_outcome(
 
 def _bootstep(orc: Orchestrator) -> type[bootsteps.StartStopStep]:
     class OrchestratorStep(bootsteps.StartStopStep):  # type: ignore[misc]
-        """Makes every worker of the app consume the replay queue and refuse pickle."""
+        """Makes a worker of the app consume the replay queues of the workflow versions it has
+        loaded, register those versions (with a heartbeat) and refuse pickle."""
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             check_serializers(worker.app)
-            worker.app.amqp.queues.select_add(orc.settings.queue)
+            self.versions = [
+                (name, version)
+                for name, versions in orc.registry.versions().items()
+                for version in versions
+            ]
+            for name, version in self.versions:
+                worker.app.amqp.queues.select_add(orc.settings.replay_queue(name, version))
+            self.node_id = f"{worker.hostname}:{os.getpid()}"
+            self.stopping = threading.Event()
+            self.thread: threading.Thread | None = None
             super().__init__(worker, **kwargs)
 
         def start(self, worker: Any) -> None:
-            log.info("orchestrator: workflows loaded %s", orc.registry.versions())
+            log.info("orchestrator: workflow versions loaded %s", self.versions)
+            self.heartbeat()
+            self.thread = threading.Thread(
+                target=self.beat, name="orchestrator-heartbeat", daemon=True
+            )
+            self.thread.start()
+
+        def heartbeat(self) -> None:
+            revived = orc.journal.register_node(
+                self.node_id, self.versions, node_ttl=orc.settings.node_ttl
+            )
+            if revived:
+                log.info("orchestrator: %d runs waiting for these versions dispatched", revived)
+
+        def beat(self) -> None:
+            while not self.stopping.wait(orc.settings.heartbeat_interval):
+                try:
+                    self.heartbeat()
+                except Exception:
+                    log.exception("orchestrator: heartbeat failed")
+
+        def stop(self, worker: Any) -> None:
+            self.stopping.set()
+            try:
+                orc.journal.unregister_node(self.node_id)
+            except Exception:
+                log.exception("orchestrator: could not unregister node %s", self.node_id)
 
     return OrchestratorStep

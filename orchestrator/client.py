@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import payloads
 from orchestrator.config import Settings
-from orchestrator.errors import Cancelled, RunClosed, UnknownRun, WorkflowFailed
+from orchestrator.errors import Cancelled, RunClosed, UnknownRun, UnknownWorkflow, WorkflowFailed
 from orchestrator.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.journal import InboxItem, Journal, NewRun, RunRef, cancel_item
 from orchestrator.publisher import Publisher
-from orchestrator.registry import Registry
+from orchestrator.registry import Registry, WorkflowDefinition
 
 if TYPE_CHECKING:
     from orchestrator.facade import Orchestrator
@@ -30,6 +31,10 @@ def check_run_id(run_id: Any) -> str:
             f"invalid run id {run_id!r}: use 1-200 characters of letters, digits and _.:@/+=-"
         )
     return run_id
+
+
+async def _not_loaded(*_: Any) -> None:
+    raise AssertionError("a workflow started by name is replayed only where it is loaded")
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Client:
 
         Arguments JSON cannot carry are refused before anything is written.
         """
-        definition = self.registry.resolve(workflow, version)
+        definition = self._definition(workflow, version)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         args_list = payloads.roundtrip(
             list(args), f"arguments of workflow {definition.name}", self.settings.max_payload_bytes
@@ -88,6 +93,19 @@ class Client:
                 f"not {definition.name!r}"
             )
         return run_id
+
+    def _definition(self, workflow: Any, version: str | None) -> WorkflowDefinition:
+        """The workflow to start: loaded here, or (by name and version) on a live node."""
+        try:
+            return self.registry.resolve(workflow, version)
+        except UnknownWorkflow:
+            if not (isinstance(workflow, str) and version):
+                raise
+            if (workflow, version) not in self.journal.live_versions(
+                node_ttl=self.settings.node_ttl
+            ):
+                raise UnknownWorkflow(workflow, version) from None
+            return WorkflowDefinition(name=workflow, version=version, fn=_not_loaded)
 
     def tip(self, run_id: str) -> str:
         """The live tip of ``run_id``'s continue-as-new chain; :class:`UnknownRun` if none."""
@@ -160,6 +178,13 @@ class Client:
         info = self.journal.describe(tip)
         if info is None:
             raise UnknownRun(run_id)
+        if info.status.value in ("runnable", "blocked") and not info.reason:
+            live = self.journal.live_versions(node_ttl=self.settings.node_ttl)
+            if (info.workflow, info.version) not in live:
+                reason = (
+                    f"waiting for a node with workflow {info.workflow!r} version {info.version!r}"
+                )
+                info = dataclasses.replace(info, reason=reason)
         return info
 
     def history(self, run_id: str) -> list[Event]:

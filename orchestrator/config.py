@@ -41,9 +41,26 @@ class Settings:
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Replayed runs whose state a worker process keeps in memory.
     cache_size: int = 1000
+    #: Seconds between a worker's registrations of the workflow versions it has loaded.
+    heartbeat_interval: float = 10.0
+    #: A node that has not registered for this many seconds is taken for gone.
+    node_ttl: float = 30.0
+
+    def replay_queue(self, workflow: str, version: str) -> str:
+        """The queue of replay tasks for one workflow version (only nodes that have it
+        consume it)."""
+        return f"{self.queue}.{workflow}.v{version}"
 
     def __post_init__(self) -> None:
-        for name in ("lease_ttl", "redispatch_after", "republish_after", "poll_interval"):
+        positive = (
+            "lease_ttl",
+            "redispatch_after",
+            "republish_after",
+            "poll_interval",
+            "heartbeat_interval",
+            "node_ttl",
+        )
+        for name in positive:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"orchestrator_{name} must be a positive number, not {value!r}")

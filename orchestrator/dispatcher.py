@@ -47,7 +47,9 @@ class Dispatcher:
         refs += self.journal.fire_due_timers(BATCH)
         refs += self.journal.expire_tasks(BATCH)
         refs += self.journal.take_runnable(
-            redispatch_after=self.settings.redispatch_after, limit=BATCH
+            redispatch_after=self.settings.redispatch_after,
+            limit=BATCH,
+            node_ttl=self.settings.node_ttl,
         )
         unique = list(dict.fromkeys(refs))
         if unique:

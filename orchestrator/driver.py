@@ -17,7 +17,7 @@ from typing import Any
 
 from orchestrator.config import Settings
 from orchestrator.context import WorkflowInfo
-from orchestrator.errors import LeaseLost, NonDeterminismError, UnknownWorkflow
+from orchestrator.errors import LeaseLost, NonDeterminismError
 from orchestrator.events import RunInfo, RunStatus
 from orchestrator.journal import Batch, Claimed, Journal, NewRun, RunRef
 from orchestrator.publisher import Publisher
@@ -99,10 +99,11 @@ class Driver:
     def _step(self, claimed: Claimed, cached: Replayer | None) -> tuple[RunStatus, bool]:
         run, lease = claimed.run, claimed.lease
         if not self.registry.has(run.workflow, run.version):
-            reason = str(UnknownWorkflow(run.workflow, run.version)) + " on this node"
-            self.journal.commit(lease, Batch(status=RunStatus.BLOCKED, reason=reason))
-            log.warning("run %s blocked: %s", run.run_id, reason)
-            return RunStatus.BLOCKED, False
+            # A per-node fact: leave the run for a node that has this version loaded.
+            reason = f"waiting for a node with workflow {run.workflow!r} version {run.version!r}"
+            self.journal.release(lease, reason=reason)
+            log.warning("run %s released: %s", run.run_id, reason)
+            return RunStatus.RUNNABLE, False
         replayer = cached or self._new_replayer(run)
         try:
             replayer.feed(claimed.history)

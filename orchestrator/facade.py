@@ -68,7 +68,7 @@ class Orchestrator:
     @cached_property
     def publisher(self) -> celery_integration.CeleryPublisher:
         """Publishes activity tasks and replays on the app's broker."""
-        return celery_integration.CeleryPublisher(self.app, self.settings.queue)
+        return celery_integration.CeleryPublisher(self.app, self.settings)
 
     @cached_property
     def driver(self) -> Driver:

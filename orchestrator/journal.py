@@ -272,9 +272,10 @@ class Journal(Protocol):
         """
         ...
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Lease, *, reason: str | None = None) -> None:
         """Give the lease up without writing history (no-op when it is no longer ours); a
-        ``running`` run goes back to ``runnable``, its replay still marked in flight."""
+        ``running`` run goes back to ``runnable``, its replay still marked in flight.
+        ``reason`` (e.g. the node lacks the run's workflow version) is shown by describe."""
         ...
 
     # -- facts from outside -----------------------------------------------------------------
@@ -314,11 +315,32 @@ class Journal(Protocol):
         """
         ...
 
-    def take_runnable(self, *, redispatch_after: float, limit: int = 100) -> list[RunRef]:
+    def take_runnable(
+        self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None
+    ) -> list[RunRef]:
         """Runs that need a replay and have none in flight (or its message is older than
         ``redispatch_after``): runnable with a free lease, running with an expired lease,
         blocked ones to retry. Marks a replay in flight. Rows locked elsewhere are skipped.
+        With ``node_ttl``, only runs whose workflow version a node has registered within
+        ``node_ttl`` seconds are taken (the others wait for such a node).
         """
+        ...
+
+    # -- the version registry ---------------------------------------------------------------
+    def register_node(
+        self, node_id: str, versions: Sequence[tuple[str, str]], *, node_ttl: float
+    ) -> int:
+        """Record (heartbeat) the workflow versions ``node_id`` can replay, forgetting the
+        ones it no longer has. Runs of versions that no live node had before are made
+        dispatchable at once; returns how many."""
+        ...
+
+    def unregister_node(self, node_id: str) -> None:
+        """Forget a node (it is shutting down)."""
+        ...
+
+    def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
+        """The (workflow, version) pairs some node registered within ``node_ttl`` seconds."""
         ...
 
     def next_wakeup(self) -> float | None:

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -45,12 +45,13 @@ from orchestrator.journal import (
 
 T = TypeVar("T")
 
-runs, events, inbox, tasks, timers = (
+runs, events, inbox, tasks, timers, nodes = (
     schema.runs,
     schema.events,
     schema.inbox,
     schema.tasks,
     schema.timers,
+    schema.nodes,
 )
 
 CLOSED_CHANNEL = "continuum_closed"
@@ -374,7 +375,7 @@ class SqlJournal:
             _collect(refs, self._deliver_x(conn, child, item, None, now))
         return refs
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Lease, *, reason: str | None = None) -> None:
         now = self._clock()
         with self._tx() as conn:
             conn.execute(
@@ -388,6 +389,7 @@ class SqlJournal:
                     lease_owner=None,
                     lease_expires_at=None,
                     updated_at=now,
+                    reason=reason if reason is not None else runs.c.reason,
                     status=sa.case(
                         (runs.c.status == RunStatus.RUNNING.value, RunStatus.RUNNABLE.value),
                         else_=runs.c.status,
@@ -576,7 +578,9 @@ class SqlJournal:
                 )
         return [_outbox_task(r) for r in rows]
 
-    def take_runnable(self, *, redispatch_after: float, limit: int = 100) -> list[RunRef]:
+    def take_runnable(
+        self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None
+    ) -> list[RunRef]:
         now = self._clock()
         needs_replay = sa.or_(
             sa.and_(runs.c.status == RunStatus.RUNNABLE.value, _lease_free),
@@ -586,14 +590,22 @@ class SqlJournal:
         not_in_flight = sa.or_(
             runs.c.dispatched_at.is_(None), runs.c.dispatched_at <= now - redispatch_after
         )
+        query = (
+            sa.select(runs.c.run_id, runs.c.workflow, runs.c.version)
+            .where(runs.c.status.in_(schema.ACTIVE_STATUSES), needs_replay, not_in_flight)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if node_ttl is not None:
+            query = query.where(
+                sa.exists().where(
+                    nodes.c.workflow == runs.c.workflow,
+                    nodes.c.version == runs.c.version,
+                    nodes.c.heartbeat_at > now - node_ttl,
+                )
+            )
         with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(runs.c.run_id, runs.c.workflow, runs.c.version)
-                .where(runs.c.status.in_(schema.ACTIVE_STATUSES), needs_replay, not_in_flight)
-                .limit(limit)
-                .with_for_update(skip_locked=True),
-                {"now": now},
-            ).all()
+            rows = conn.execute(query, {"now": now}).all()
             if rows:
                 conn.execute(
                     runs.update()
@@ -601,6 +613,51 @@ class SqlJournal:
                     .values(dispatched_at=now)
                 )
         return [RunRef(run_id=r.run_id, workflow=r.workflow, version=r.version) for r in rows]
+
+    def register_node(
+        self, node_id: str, versions: Sequence[tuple[str, str]], *, node_ttl: float
+    ) -> int:
+        now = self._clock()
+        wanted = set(versions)
+        with self._tx() as conn:
+            live_before = self._live_versions_x(conn, now, node_ttl)
+            conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
+            if wanted:
+                conn.execute(
+                    nodes.insert(),
+                    [
+                        {"node_id": node_id, "workflow": w, "version": v, "heartbeat_at": now}
+                        for w, v in sorted(wanted)
+                    ],
+                )
+            revived = 0
+            for workflow, version in sorted(wanted - live_before):
+                revived += conn.execute(
+                    runs.update()
+                    .where(
+                        runs.c.status.in_(schema.ACTIVE_STATUSES),
+                        runs.c.workflow == workflow,
+                        runs.c.version == version,
+                    )
+                    .values(dispatched_at=None)
+                ).rowcount
+        return revived
+
+    def unregister_node(self, node_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
+
+    def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            return self._live_versions_x(conn, self._clock(), node_ttl)
+
+    def _live_versions_x(self, conn: Connection, now: float, ttl: float) -> set[tuple[str, str]]:
+        rows = conn.execute(
+            sa.select(nodes.c.workflow, nodes.c.version)
+            .where(nodes.c.heartbeat_at > now - ttl)
+            .distinct()
+        )
+        return {(r.workflow, r.version) for r in rows}
 
     def next_wakeup(self) -> float | None:
         with self.engine.connect() as conn:

@@ -112,7 +112,7 @@ class Cluster:
                 "--without-mingle",
                 "--without-heartbeat",
             ],
-            {**self.env, **env},
+            {**self.env, "CONTINUUM_TEST_NODE": name, **env},
         )
         wait_for(lambda: b" ready." in log.read_bytes()[offset:], 30, f"worker {name} ready")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
 import pytest
 
-from orchestrator import Cancelled, EventType, RunClosed, RunStatus
+from orchestrator import Cancelled, EventType, RunClosed, RunStatus, UnknownWorkflow
+from orchestrator.journal import NewRun
 from tests.integration.cluster import Cluster, wait_for
 from tests.invariants import check_history
 
@@ -137,3 +139,38 @@ def test_cancelling_a_parent_cancels_its_child_and_runs_compensations(
     assert cluster.executions(f"{key}-undo-reserve") == 1
     with pytest.raises(RunClosed):
         cluster.orc.cancel(handle.run_id)
+
+
+def test_each_run_is_replayed_only_where_its_version_is_loaded(cluster: Cluster) -> None:
+    cluster.start_worker("w2", CONTINUUM_TEST_VERSIONS="2")
+    try:
+        wait_for(
+            lambda: ("versioned", "2") in cluster.orc.journal.live_versions(node_ttl=3),
+            30,
+            "w2 to register version 2",
+        )
+        old = [cluster.orc.start("versioned") for _ in range(4)]
+        new = [cluster.orc.start("versioned", version="2") for _ in range(4)]
+        assert [h.result(timeout=60) for h in old] == [{"version": "1", "node": "w1"}] * 4
+        assert [h.result(timeout=60) for h in new] == [{"version": "2", "node": "w2"}] * 4
+        for handle in old + new:
+            check_history(cluster.orc.history(handle.run_id))
+    finally:
+        cluster.kill(cluster.workers.pop("w2"), signal.SIGTERM)
+
+    # No node has version 2 now: starting it is refused, and a run of it waits, visibly.
+    with pytest.raises(UnknownWorkflow, match="version '2'"):
+        cluster.orc.start("versioned", version="2")
+    waiting = f"wait-{uuid.uuid4().hex[:8]}"
+    cluster.orc.journal.create_run(
+        NewRun(run_id=waiting, workflow="versioned", version="2", args=[])
+    )
+    info = wait_for(
+        lambda: (i := cluster.orc.describe(waiting)).reason and i, 10, "a visible reason"
+    )
+    assert info.reason == "waiting for a node with workflow 'versioned' version '2'"
+    cluster.start_worker("w2", CONTINUUM_TEST_VERSIONS="1,2")
+    try:
+        assert cluster.orc.result(waiting, timeout=60) == {"version": "2", "node": "w2"}
+    finally:
+        cluster.kill(cluster.workers.pop("w2"), signal.SIGTERM)

@@ -33,6 +33,8 @@ orc = Orchestrator(
     lease_ttl=10,
     redispatch_after=2,
     republish_after=10,
+    heartbeat_interval=1,
+    node_ttl=3,
 )
 
 
@@ -211,3 +213,23 @@ async def failing_child(ctx: WorkflowContext) -> str:
     except Exception as exc:  # ChildFailed carries the child's error
         return f"{type(exc).__name__}: {getattr(exc, 'remote_message', '')}"
     return "no error"
+
+
+VERSIONS = os.environ.get("CONTINUUM_TEST_VERSIONS", "1").split(",")
+NODE = os.environ.get("CONTINUUM_TEST_NODE", "client")
+
+if "1" in VERSIONS:
+
+    @orc.workflow(name="versioned", version="1")
+    async def versioned_v1(ctx: WorkflowContext) -> dict[str, Any]:
+        await ctx.activity(noop, 1)
+        return {"version": "1", "node": NODE}
+
+
+if "2" in VERSIONS:
+
+    @orc.workflow(name="versioned", version="2")
+    async def versioned_v2(ctx: WorkflowContext) -> dict[str, Any]:
+        await ctx.activity(noop, 2)
+        await ctx.activity(noop, 2)
+        return {"version": "2", "node": NODE}
