@@ -110,6 +110,43 @@ def dispatcher_cmd(ctx: click.Context, loglevel: str) -> None:
     orc.dispatcher().run(stop)
 
 
+@click.command("dev")
+@click.option("--journal", "journal_url", default=None, help="SQLite journal file URL")
+@click.option("--start", "workflow", default=None, help="start this workflow and follow it")
+@click.option("--args", "args_json", default="[]", help="JSON list of its arguments")
+@click.option("--run-id", default=None)
+@click.option("--concurrency", "-c", default=4, show_default=True)
+@click.pass_context
+@_user_errors
+def dev_cmd(
+    ctx: click.Context,
+    journal_url: str | None,
+    workflow: str | None,
+    args_json: str,
+    run_id: str | None,
+    concurrency: int,
+) -> None:
+    """Worker + dispatcher in one process on a SQLite file and an in-memory broker."""
+    from orchestrator import dev
+
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--args is not valid JSON: {exc}") from None
+    if not isinstance(args, list):
+        raise click.ClickException("--args must be a JSON list")
+    code = dev.run(
+        _load_orchestrator(ctx),
+        journal_url=journal_url or dev.DEFAULT_JOURNAL,
+        start=workflow,
+        args=args,
+        run_id=run_id,
+        concurrency=concurrency,
+        echo=click.echo,
+    )
+    ctx.exit(code)
+
+
 @click.group("db")
 def db_group() -> None:
     """Manage the journal's schema."""
@@ -163,6 +200,33 @@ def start_cmd(
 def result_cmd(ctx: click.Context, run_id: str, timeout: float | None) -> None:
     """Wait for RUN_ID and print its result as JSON."""
     _dump(_load_orchestrator(ctx).result(run_id, timeout=timeout))
+
+
+@click.command("signal")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--payload", "payload_json", default="null", help="JSON payload")
+@click.pass_context
+@_user_errors
+def signal_cmd(ctx: click.Context, run_id: str, name: str, payload_json: str) -> None:
+    """Send signal NAME to RUN_ID (its chain's live tip)."""
+    try:
+        payload = json.loads(payload_json)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--payload is not valid JSON: {exc}") from None
+    _load_orchestrator(ctx).signal(run_id, name, payload)
+    click.echo(f"signal {name!r} sent to {run_id}")
+
+
+@click.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", default=None)
+@click.pass_context
+@_user_errors
+def cancel_cmd(ctx: click.Context, run_id: str, reason: str | None) -> None:
+    """Cancel RUN_ID (its chain's live tip); its children are cancelled too."""
+    _load_orchestrator(ctx).cancel(run_id, reason)
+    click.echo(f"cancellation requested for {run_id}")
 
 
 @click.group("runs")
@@ -233,9 +297,12 @@ def runs_history(ctx: click.Context, run_id: str, as_json: bool) -> None:
 
 _COMMANDS: list[click.Command] = [
     dispatcher_cmd,
+    dev_cmd,
     db_group,
     start_cmd,
     result_cmd,
+    signal_cmd,
+    cancel_cmd,
     runs_group,
 ]
 

@@ -48,6 +48,14 @@ class Orchestrator:
         celery_integration.install(app, self)
         _REGISTERED[id(app)] = self
 
+    def configure(self, journal_url: str | None = None, **settings: Any) -> None:
+        """Change settings before first use (e.g. ``continuum dev`` points at its own journal)."""
+        if "settings" in self.__dict__ or self._journal is not None:
+            raise RuntimeError("the orchestrator is already in use; configure it before that")
+        if journal_url is not None:
+            self._journal_url = journal_url
+        self._overrides = {**self._overrides, **settings}
+
     @cached_property
     def settings(self) -> Settings:
         """Settings, resolved on first use."""
