@@ -78,19 +78,22 @@ def test_parent_waits_for_a_signal_to_its_root_then_gathers_three_children(
     wait_for(lambda: waiting_for(cluster, handle.run_id, "signal 'go'"), 30, "the signal wait")
     cluster.orc.signal(handle.run_id, "go", "now")
     assert handle.result(timeout=60) == {"go": "now", "results": [3, 3, [0, 2, 4, 6]]}
+    tip = cluster.orc.describe(handle.run_id)
+    assert tip.continued_from_run_id == handle.run_id
     history = cluster.orc.history(handle.run_id)
+    assert history[0].run_id == tip.run_id
     check_history(history)
     started = [e for e in history if e.type is EventType.CHILD_STARTED]
     completed = [e for e in history if e.type is EventType.CHILD_COMPLETED]
     assert len(started) == len(completed) == 3
     for event in started:
         child = cluster.orc.journal.describe(event.data["child_run_id"])
-        assert child.parent_run_id == handle.run_id
+        assert child.parent_run_id == tip.run_id
         assert child.parent_command_id == event.command_id
     # The counter child continued twice; its chain's tip is still the parent's child.
     counter = started[1].data["child_run_id"]
-    tip = cluster.orc.describe(counter)
-    assert tip.run_id != counter and tip.parent_run_id == handle.run_id
+    counter_tip = cluster.orc.describe(counter)
+    assert counter_tip.run_id != counter and counter_tip.parent_run_id == tip.run_id
 
 
 def test_a_failed_child_raises_child_failed_in_the_parent(cluster: Cluster) -> None:

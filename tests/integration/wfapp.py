@@ -171,7 +171,9 @@ async def ticker(ctx: WorkflowContext, n: int) -> int:
 
 
 @orc.workflow(name="parent")
-async def parent(ctx: WorkflowContext) -> dict[str, Any]:
+async def parent(ctx: WorkflowContext, generation: int = 0) -> dict[str, Any]:
+    if generation == 0:
+        return await ctx.continue_as_new(1)  # so the signal below is sent to the chain's root
     go = await ctx.wait_signal("go")
     results = await ctx.gather(
         ctx.child(sequential, 3), ctx.start_child(counter, 2, 0), ctx.child("fanout", 4)
