@@ -2,7 +2,8 @@
 
 Run it with ``celery -A tasks worker`` (activities and replays) and
 ``continuum -A tasks dispatcher`` (timers, retries, recovery); start an order with
-``continuum -A tasks start order --args '["o-1", 100, ["apple"]]'``. Settings come from
+``continuum -A tasks start order --args '["o-1", 100, ["apple"]]'``, or try it all in one
+process with no servers: ``continuum -A tasks dev --start order --args ...``. Settings come from
 ``celeryconfig`` (environment variables with local defaults).
 
 Activities stand in for calls to an inventory, payment and shipping service. They are
@@ -15,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 
-from orchestrator import ActivityFailed, Orchestrator, RetryPolicy, WorkflowContext
+from orchestrator import Orchestrator, RetryPolicy, WorkflowContext
 
 logger = logging.getLogger(__name__)
 
@@ -81,41 +83,104 @@ def refund(charge_id: str) -> dict[str, Any]:
 
 
 @app.task
-def ship(order_id: str) -> dict[str, Any]:
-    """Hand the order to the carrier."""
+def pack(order_id: str, items: list[Any]) -> dict[str, Any]:
+    """Pack the order's items into a parcel."""
     _work()
-    tracking = _ref("trk", order_id)
+    return {"parcel_id": _ref("pcl", order_id, items), "items": len(items)}
+
+
+@app.task
+def ship(order_id: str, parcel_id: str) -> dict[str, Any]:
+    """Hand the parcel to the carrier."""
+    _work()
+    tracking = _ref("trk", order_id, parcel_id)
     logger.info("shipped %s as %s", order_id, tracking)
     return {"tracking_number": tracking}
+
+
+class OrderRejected(Exception):
+    """A reviewer rejected the order, or nobody approved it in time."""
+
+
+#: Orders at or above this amount (in cents) wait for an ``approve`` signal.
+APPROVAL_THRESHOLD = 50_000
+APPROVAL_TIMEOUT = timedelta(hours=24)
+CHARGE_RETRY = RetryPolicy(max_attempts=3, initial_interval=1.0, non_retryable=("ValueError",))
+
+
+@orc.workflow(name="shipment", version="1")
+async def shipment(ctx: WorkflowContext, order_id: str, items: list[Any]) -> dict[str, Any]:
+    """Pack and ship: a child workflow, so the warehouse side has its own history."""
+    parcel = await ctx.activity(pack, order_id, items, timeout=60)
+    sent = await ctx.activity(ship, order_id, parcel["parcel_id"], timeout=60)
+    return {"parcel_id": parcel["parcel_id"], "tracking_number": sent["tracking_number"]}
 
 
 @orc.workflow(name="order", version="1")
 async def order(
     ctx: WorkflowContext, order_id: str, amount: int, items: list[Any]
 ) -> dict[str, Any]:
-    """Reserve, charge, wait for the packing slot, ship.
+    """Reserve, charge, get approval for large orders, ship through a child workflow.
 
-    Payment is the step that fails for transient reasons, so it is retried and bounded by a
-    timeout. If it still fails, the reservation is released before the failure propagates,
-    so stock is never held for an order that was not paid.
+    Each step that changes the world registers its undo as a saga compensation: if a later
+    step fails (payment refused, approval denied or timed out, shipping failed) or the order is
+    cancelled, the charge is refunded and the stock released, newest first, and the error
+    propagates. A durable timer holds the order briefly before shipping (survives restarts).
     """
-    reservation = await ctx.activity(reserve_stock, order_id, items)
-    try:
-        payment = await ctx.activity(
-            charge, order_id, amount, retry=RetryPolicy(max_attempts=3), timeout=30
-        )
-    except ActivityFailed:
-        await ctx.activity(release_stock, reservation["reservation_id"])
-        raise
-    # A durable timer: the wait survives worker and dispatcher restarts.
-    await ctx.sleep(1)
-    shipment = await ctx.activity(ship, order_id)
+    async with ctx.saga() as saga:
+        reservation = await ctx.activity(reserve_stock, order_id, items, timeout=30)
+        saga.compensate_with(release_stock.s(reservation["reservation_id"]))
+        payment = await ctx.activity(charge, order_id, amount, retry=CHARGE_RETRY, timeout=30)
+        saga.compensate_with(refund.s(payment["charge_id"]))
+        approved: Any = True
+        if amount >= APPROVAL_THRESHOLD:
+            approved = await ctx.wait_signal("approve", timeout=APPROVAL_TIMEOUT)
+            if not approved:
+                reason = "timed out" if approved is None else "rejected"
+                raise OrderRejected(f"order {order_id} was not approved ({reason})")
+        await ctx.sleep(1)
+        sent = await ctx.child(shipment, order_id, items)
     return {
         "order_id": order_id,
         "status": "shipped",
         "reservation_id": reservation["reservation_id"],
         "charge_id": payment["charge_id"],
         "amount": payment["amount"],
-        "tracking_number": shipment["tracking_number"],
+        "approved": approved,
+        "tracking_number": sent["tracking_number"],
         "shipped_at": ctx.now().isoformat(),
     }
+
+
+PLAN_PRICES = {"basic": 900, "pro": 2900}
+
+
+@orc.workflow(name="subscription", version="1")
+async def subscription(
+    ctx: WorkflowContext,
+    customer_id: str,
+    plan: str,
+    period_seconds: float,
+    periods_left: int,
+    billed: int = 0,
+) -> dict[str, Any]:
+    """Bill once per period until cancelled (a ``cancel`` signal) or out of periods.
+
+    A long-lived workflow: each period continues as a new run, so no history grows without
+    bound; signals and cancellation sent to the first run's id reach the current one.
+    """
+    if plan not in PLAN_PRICES:
+        raise ValueError(f"unknown plan {plan!r}; one of {sorted(PLAN_PRICES)}")
+    await ctx.activity(
+        charge, f"{customer_id}-{billed + 1}", PLAN_PRICES[plan], retry=CHARGE_RETRY, timeout=30
+    )
+    billed += 1
+    stop = await ctx.wait_signal("cancel", timeout=period_seconds)
+    if stop is not None or periods_left <= 1:
+        return {
+            "customer_id": customer_id,
+            "plan": plan,
+            "periods_billed": billed,
+            "cancelled": stop is not None,
+        }
+    return await ctx.continue_as_new(customer_id, plan, period_seconds, periods_left - 1, billed)
