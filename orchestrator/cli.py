@@ -88,7 +88,8 @@ def _event_line(event: Event, started: datetime) -> str:
     error = event.data.get("error")
     if isinstance(error, dict):
         detail += f" {error.get('type')}: {error.get('message')}"
-    return f"{event.seq:>5} +{offset:9.3f}s {event.type.value:<22}{command}{attempt}{detail}"
+    when = f"+{offset:.3f}s"
+    return f"{event.seq:>5} {when:>11} {event.type.value:<22}{command}{attempt}{detail}"
 
 
 # -- commands (shared by both groups) ---------------------------------------------------------
