@@ -25,6 +25,9 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # Task events, so Flower (tests/integration/test_flower.py) sees what runs.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
 )
 orc = Orchestrator(
     app,
