@@ -189,7 +189,14 @@ class Replayer:
         elif isinstance(command, commands.StartChild) and future is not None:
             assert cid is not None
             self._children[cid] = future
-        self._record(command)
+        recorded = self._record(command)
+        if recorded is not None and isinstance(command, commands.ScheduleActivity):
+            # History wins: retries follow the policy the run was scheduled with, not today's.
+            activity = self._activities.get(cid) if cid is not None else None
+            if activity is not None and "retry" in recorded.data:
+                activity.command = dataclasses.replace(
+                    activity.command, retry=RetryPolicy.from_json(recorded.data["retry"])
+                )
 
     def wait_signal(self, name: str, timeout: float | None) -> Future[Any]:
         future: Future[Any] = Future(f"signal {name!r}")
@@ -249,7 +256,8 @@ class Replayer:
         return True
 
     # -- recording and matching -------------------------------------------------------------
-    def _record(self, command: commands.Command) -> None:
+    def _record(self, command: commands.Command) -> Event | None:
+        """Match ``command`` against history (returning the recorded event) or record it."""
         if self._nondeterminism is not None:
             raise self._nondeterminism
         if self._terminal is not None and command is not self._terminal:
@@ -265,7 +273,7 @@ class Replayer:
                 )
             self._recorded.popleft()
             self.last_seq = head.seq
-            return
+            return head
         if self._out is None:
             # Past the end of history during feed: the code issues more than was recorded;
             # these become new decisions at the next decide.
@@ -280,6 +288,7 @@ class Replayer:
             out.children.append(command.new_run(self.run_id))
         elif isinstance(command, commands.ContinueRun):
             out.continuation = command
+        return None
 
     def _mismatch(self, command_id: int | None, detail: str) -> NonDeterminismError:
         self._nondeterminism = NonDeterminismError(self.run_id, command_id, detail)
@@ -432,6 +441,11 @@ class Replayer:
             return
         except Exception as exc:
             self._raise_nondeterminism()
+            if isinstance(exc, RuntimeError) and "no running event loop" in str(exc):
+                exc = TypeError(
+                    "workflow code used asyncio, which does not run inside workflows: await only "
+                    "workflow awaitables, what ctx returns (ctx.sleep, not asyncio.sleep)"
+                )
             self._task_failed(task, exc)
             return
         self._raise_nondeterminism()

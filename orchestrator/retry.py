@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,8 +18,8 @@ def to_seconds(value: Seconds, what: str) -> float:
         seconds = float(value)
     else:
         raise TypeError(f"{what} must be seconds (int/float) or a timedelta, not {value!r}")
-    if seconds < 0 or seconds != seconds:
-        raise ValueError(f"{what} must be >= 0 seconds, not {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {value!r}")
     return seconds
 
 
@@ -45,9 +46,15 @@ class RetryPolicy:
             raise ValueError(f"RetryPolicy.max_attempts must be >= 1, not {self.max_attempts}")
         to_seconds(self.initial_interval, "RetryPolicy.initial_interval")
         to_seconds(self.max_interval, "RetryPolicy.max_interval")
-        if not isinstance(self.backoff, (int, float)) or self.backoff < 1:
-            raise ValueError(f"RetryPolicy.backoff must be a number >= 1, not {self.backoff!r}")
-        object.__setattr__(self, "non_retryable", tuple(self.non_retryable))
+        backoff = self.backoff
+        if not isinstance(backoff, (int, float)) or not math.isfinite(backoff) or backoff < 1:
+            raise ValueError(f"RetryPolicy.backoff must be a finite number >= 1, not {backoff!r}")
+        names = self.non_retryable
+        if isinstance(names, str):  # ("ValueError") without its comma
+            names = (names,)
+        if not all(isinstance(n, str) and n for n in names):
+            raise TypeError(f"RetryPolicy.non_retryable must be error type names, not {names!r}")
+        object.__setattr__(self, "non_retryable", tuple(names))
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 or more)."""
