@@ -43,6 +43,15 @@ class NewRun:
     #: What happens to this run, as a child, when its parent ends: "cancel" or "abandon".
     parent_close_policy: str = "cancel"
 
+    def __post_init__(self) -> None:
+        if (self.parent_run_id is None) != (self.parent_command_id is None):
+            raise ValueError(f"run {self.run_id}: parent_run_id and parent_command_id go together")
+        if self.parent_close_policy not in ("cancel", "abandon"):
+            raise ValueError(
+                f"run {self.run_id}: parent_close_policy must be 'cancel' or 'abandon', "
+                f"not {self.parent_close_policy!r}"
+            )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Lease:
@@ -196,6 +205,26 @@ def cancel_item(reason: str | None) -> InboxItem:
     return InboxItem(dedupe_key="cancel", type=EventType.CANCEL_REQUESTED, data={"reason": reason})
 
 
+def timed_out_item(
+    command_id: int, attempt: int, kind: str, task_name: str, timeout: float | None
+) -> InboxItem:
+    """The inbox item recording that an attempt ran past its start-to-close timeout."""
+    error = {
+        "type": "TimeoutError",
+        "message": f"{task_name} attempt {attempt} did not finish within {timeout} seconds",
+        "traceback": None,
+    }
+    return InboxItem(
+        dedupe_key=outcome_key(command_id, attempt),
+        type=EventType.COMPENSATION_FAILED
+        if kind == "compensation"
+        else EventType.ACTIVITY_TIMED_OUT,
+        command_id=command_id,
+        attempt=attempt,
+        data={"error": error},
+    )
+
+
 def timer_key(command_id: int) -> str:
     """Dedupe key of a timer's firing."""
     return f"timer:{command_id}"
@@ -208,6 +237,10 @@ def task_id_for(run_id: str, command_id: int, attempt: int) -> str:
 
 class Journal(Protocol):
     """Durable storage of runs, histories, inboxes, the outbox and timers."""
+
+    def close(self) -> None:
+        """Release connections and listeners (a no-op where there are none)."""
+        ...
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
@@ -282,7 +315,8 @@ class Journal(Protocol):
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
         """Insert ``item`` into the run's inbox, idempotently by its dedupe key, and make the
         run ``runnable`` (unless it is ``blocked``). A terminal or unknown run takes nothing.
-        With ``task_id`` the outbox task is marked finished in the same transaction.
+        With ``task_id`` the outbox task is marked finished in the same transaction (only
+        when the item is accepted: a duplicate outcome leaves the task as it was).
         When no replay is in flight and the lease is free, marks one in flight and returns
         the run in ``dispatch`` for the caller to publish.
         """

@@ -39,7 +39,7 @@ from orchestrator.journal import (
     RunRef,
     cancel_item,
     child_outcome_item,
-    outcome_key,
+    timed_out_item,
     timer_key,
 )
 
@@ -688,26 +688,6 @@ class SqlJournal:
                 time.sleep(min(timeout, 1.0))
 
 
-def timed_out_item(
-    command_id: int, attempt: int, kind: str, task_name: str, timeout: float | None
-) -> InboxItem:
-    """The inbox item recording that an attempt ran past its start-to-close timeout."""
-    error = {
-        "type": "TimeoutError",
-        "message": f"{task_name} attempt {attempt} did not finish within {timeout} seconds",
-        "traceback": None,
-    }
-    return InboxItem(
-        dedupe_key=outcome_key(command_id, attempt),
-        type=EventType.COMPENSATION_FAILED
-        if kind == "compensation"
-        else EventType.ACTIVITY_TIMED_OUT,
-        command_id=command_id,
-        attempt=attempt,
-        data={"error": error},
-    )
-
-
 def _ref_of(run: NewRun) -> RunRef:
     return RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)
 
@@ -815,4 +795,4 @@ def _outbox_task(row: Row[Any]) -> OutboxTask:
     )
 
 
-__all__ = ["SqlJournal", "timed_out_item"]
+__all__ = ["SqlJournal"]
