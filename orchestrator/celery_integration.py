@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, bootsteps
 from celery.signals import task_failure, task_prerun, task_success
 
-from orchestrator import payloads
+from orchestrator import faults, payloads
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigurationError, PayloadError, describe_exception
 from orchestrator.events import EventType
@@ -178,6 +178,7 @@ def deliver_outcome(
         kind = EventType.COMPENSATION_FAILED if compensation else EventType.ACTIVITY_FAILED
     else:
         kind = EventType.COMPENSATION_COMPLETED if compensation else EventType.ACTIVITY_COMPLETED
+    faults.point("worker.before_outcome")
     item = InboxItem(
         dedupe_key=outcome_key(meta["command_id"], meta["attempt"]),
         type=kind,

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator import faults
 from orchestrator.config import Settings
 from orchestrator.context import WorkflowInfo
 from orchestrator.errors import LeaseLost, NonDeterminismError
@@ -127,6 +128,7 @@ class Driver:
             error=decision.error,
             reason=decision.reason,
         )
+        faults.point("driver.before_commit")
         try:
             committed = self.journal.commit(lease, batch)
         except LeaseLost:
@@ -135,6 +137,7 @@ class Driver:
         replayer.last_seq = committed.last_seq
         if not decision.status.terminal:
             self.cache.put(run.run_id, replayer)
+        faults.point("driver.after_commit")
         now = self._clock()
         due = [t for t in decision.tasks if t.available_at <= now]
         if due:
