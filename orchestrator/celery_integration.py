@@ -20,10 +20,11 @@ from celery import Celery, bootsteps
 from celery.signals import task_failure, task_prerun, task_success
 
 from orchestrator import faults, payloads
+from orchestrator.client import check_run_id
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigurationError, PayloadError, describe_exception
 from orchestrator.events import EventType
-from orchestrator.journal import InboxItem, OutboxTask, RunRef, outcome_key
+from orchestrator.journal import InboxItem, OutboxTask, RunRef, outcome_key, task_id_for
 
 if TYPE_CHECKING:
     from orchestrator.facade import Orchestrator
@@ -104,8 +105,13 @@ def install(app: Celery, orc: Orchestrator) -> None:
         serializer="json",
         shared=False,
     )
-    def replay(run_id: str) -> None:
+    def replay(run_id: Any) -> None:
         """Advance one run of a durable workflow (claim, replay, commit, publish)."""
+        try:
+            check_run_id(run_id)
+        except ValueError:
+            log.warning("replay request for a malformed run id %.80r dropped", run_id)
+            return
         orc.driver.advance(run_id)
 
     def mine(task: Any) -> dict[str, Any] | None:
@@ -123,7 +129,7 @@ def install(app: Celery, orc: Orchestrator) -> None:
                 h: getattr(request, h, None) for h in (HEADER_COMMAND, HEADER_ATTEMPT, HEADER_KIND)
             }
         try:
-            return {
+            meta = {
                 "run_id": str(run_id),
                 "command_id": int(headers[HEADER_COMMAND]),
                 "attempt": int(headers[HEADER_ATTEMPT]),
@@ -133,6 +139,12 @@ def install(app: Celery, orc: Orchestrator) -> None:
         except (KeyError, TypeError, ValueError):
             log.warning("task %s carries malformed orchestrator headers; ignored", request.id)
             return None
+        if request.id != task_id_for(meta["run_id"], meta["command_id"], meta["attempt"]):
+            log.warning(
+                "task %s: its id does not match its orchestrator headers; ignored", request.id
+            )
+            return None
+        return meta
 
     def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         meta = mine(sender)
@@ -188,7 +200,11 @@ def deliver_outcome(
     )
     delivery = orc.journal.deliver(meta["run_id"], item, task_id=meta["task_id"])
     if not delivery.accepted:
-        log.info("outcome of %s was already journaled (or its run has ended)", meta["task_id"])
+        log.info(
+            "outcome of %s not journaled: already journaled, its attempt superseded or never "
+            "scheduled, or its run ended",
+            meta["task_id"],
+        )
     if delivery.dispatch is not None:
         orc.publisher.publish_replays([delivery.dispatch])
 

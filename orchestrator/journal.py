@@ -315,8 +315,10 @@ class Journal(Protocol):
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
         """Insert ``item`` into the run's inbox, idempotently by its dedupe key, and make the
         run ``runnable`` (unless it is ``blocked``). A terminal or unknown run takes nothing.
-        With ``task_id`` the outbox task is marked finished in the same transaction (only
-        when the item is accepted: a duplicate outcome leaves the task as it was).
+        With ``task_id`` (an attempt's outcome) the item is taken only while that outbox task
+        of this run is unfinished, and the task is then marked finished in the same
+        transaction: a late outcome of a superseded attempt, or one for an attempt that was
+        never scheduled, is not accepted.
         When no replay is in flight and the lease is free, marks one in flight and returns
         the run in ``dispatch`` for the caller to publish.
         """

@@ -402,11 +402,13 @@ class InMemoryJournal:
         data = payloads.encode(item.data, f"{item.type} inbox item")
         if item.dedupe_key in run.keys:
             return Delivery(accepted=False)
+        task = self._tasks.get(task_id) if task_id is not None else None
+        if task_id is not None and (task is None or task.finished or task.spec.run_id != run_id):
+            return Delivery(accepted=False)  # not an attempt this run is waiting for
         item_id = next(self._inbox_ids)
         stored = replace(item, type=EventType(item.type), id=item_id, at=now)
         run.inbox[item_id] = _InboxRow(stored, data)
         run.keys.add(item.dedupe_key)
-        task = self._tasks.get(task_id) if task_id is not None else None
         if task is not None:
             task.finished = True
         if run.status is RunStatus.SUSPENDED:

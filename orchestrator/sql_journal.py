@@ -447,6 +447,16 @@ class SqlJournal:
         ).first()
         if row is None or row.status in _TERMINAL:
             return Delivery(accepted=False)
+        if task_id is not None:
+            waiting = conn.execute(
+                sa.select(tasks.c.task_id).where(
+                    tasks.c.task_id == task_id,
+                    tasks.c.run_id == run_id,
+                    sa.not_(tasks.c.finished),
+                )
+            ).first()
+            if waiting is None:
+                return Delivery(accepted=False)  # not an attempt this run is waiting for
         inserted = conn.execute(
             self._insert(inbox)
             .values(

@@ -777,6 +777,34 @@ def test_deliver_with_a_task_id_finishes_the_task(journal: Journal, clock: FakeC
     assert journal.expire_tasks() == []
 
 
+def test_an_outcome_for_an_attempt_the_run_is_not_waiting_for_is_refused(
+    journal: Journal,
+) -> None:
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+    forged = InboxItem(
+        dedupe_key=outcome_key(1, 7),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=1,
+        attempt=7,
+        data={"result": "forged"},
+    )
+    assert not journal.deliver("r1", forged, task_id=task_id_for("r1", 1, 7)).accepted
+    create(journal, "r2")
+    stolen = InboxItem(
+        dedupe_key=outcome_key(1, 1),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=1,
+        attempt=1,
+        data={"result": "wrong run"},
+    )
+    assert not journal.deliver("r2", stolen, task_id=charge.task_id).accepted
+    assert [e.type for e in journal.history("r2")] == [EventType.RUN_STARTED]
+    assert status(journal, "r1") is RunStatus.SUSPENDED  # nothing waits in its inbox
+    assert status(journal, "r2") is RunStatus.RUNNABLE
+
+
 def test_mark_started_once_per_unfinished_task(journal: Journal) -> None:
     create(journal)
     suspend(journal, tasks=[task()])
