@@ -148,6 +148,14 @@ def dev_cmd(
     ctx.exit(code)
 
 
+def _journal_url(ctx: click.Context) -> str:
+    root = ctx.find_root().obj
+    has_app = getattr(root, "app", None) is not None or (isinstance(root, dict) and root.get("app"))
+    if has_app:
+        return str(_load_orchestrator(ctx).settings.journal_url)
+    return os.environ.get(JOURNAL_URL_ENV, DEFAULT_JOURNAL_URL)
+
+
 @click.group("db")
 def db_group() -> None:
     """Manage the journal's schema."""
@@ -158,18 +166,26 @@ def db_group() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context, url: str | None) -> None:
     """Apply the journal's migrations."""
-    if url is None:
-        root = ctx.find_root().obj
-        has_app = getattr(root, "app", None) is not None or (
-            isinstance(root, dict) and root.get("app")
-        )
-        if has_app:
-            url = _load_orchestrator(ctx).settings.journal_url
-        else:
-            url = os.environ.get(JOURNAL_URL_ENV, DEFAULT_JOURNAL_URL)
-    assert url is not None
+    url = url or _journal_url(ctx)
     migrate.upgrade(url)
     click.echo(f"journal at {_safe_url(url)} is at revision {migrate.current(url)}")
+
+
+@db_group.command("grant")
+@click.argument("role")
+@click.option("--url", help=f"journal URL (default: the app's, ${JOURNAL_URL_ENV})")
+@click.option("--print", "print_only", is_flag=True, help="print the SQL instead of running it")
+@click.pass_context
+@_user_errors
+def db_grant(ctx: click.Context, role: str, url: str | None, print_only: bool) -> None:
+    """Grant ROLE what workers and dispatchers need (run as the schema owner)."""
+    if print_only:
+        for statement in migrate.grant_statements(role):
+            click.echo(statement + ";")
+        return
+    url = url or _journal_url(ctx)
+    migrate.grant(url, role)
+    click.echo(f"granted {role} the runtime privileges on {_safe_url(url)}")
 
 
 @click.command("start")

@@ -7,6 +7,7 @@ directory.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import sqlalchemy as sa
@@ -56,3 +57,40 @@ def head() -> str:
     revision = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert revision is not None
     return revision
+
+
+#: What workers, dispatchers and clients need, table by table: history is append-only.
+RUNTIME_GRANTS: dict[str, tuple[str, ...]] = {
+    "runs": ("SELECT", "INSERT", "UPDATE"),
+    "events": ("SELECT", "INSERT"),
+    "inbox": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "tasks": ("SELECT", "INSERT", "UPDATE"),
+    "timers": ("SELECT", "INSERT", "DELETE"),
+    "nodes": ("SELECT", "INSERT", "DELETE"),
+}
+
+
+def grant_statements(role: str) -> list[str]:
+    """The SQL that gives ``role`` exactly what the runtime needs on Postgres (no DDL, no
+    deletes from history). Run it as the schema's owner after ``upgrade``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", role):
+        raise ValueError(f"invalid role name {role!r}")
+    statements = [
+        f'GRANT {", ".join(privileges)} ON TABLE {table} TO "{role}"'
+        for table, privileges in RUNTIME_GRANTS.items()
+    ]
+    statements.append(f'GRANT USAGE ON SEQUENCE inbox_id_seq TO "{role}"')
+    return statements
+
+
+def grant(url: str, role: str) -> None:
+    """Apply :func:`grant_statements` to the database at ``url`` (Postgres only)."""
+    engine = sql_engine.create(url)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise ValueError("roles and grants are a Postgres feature; SQLite has none")
+        with engine.begin() as conn:
+            for statement in grant_statements(role):
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()

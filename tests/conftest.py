@@ -27,6 +27,8 @@ from orchestrator.memory_journal import InMemoryJournal
 from orchestrator.sql_journal import SqlJournal
 
 PG_SERVER_ENV = "CONTINUUM_TEST_PG"
+#: A login role with only the runtime grants (``continuum db grant``), no DDL.
+RUNTIME_ROLE = "continuum_runtime_test"
 DEFAULT_PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -99,7 +101,13 @@ class _PostgresServer:
 def _postgres_template() -> Iterator[tuple[_PostgresServer, str]]:
     server = _PostgresServer(make_url(os.environ.get(PG_SERVER_ENV, DEFAULT_PG_SERVER)))
     name = f"continuum_template_{os.getpid()}"
-    migrate.upgrade(server.create(name))
+    url = server.create(name)
+    migrate.upgrade(url)
+    with server._admin() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (RUNTIME_ROLE,))
+        if exists.fetchone() is None:
+            conn.execute(f'CREATE ROLE "{RUNTIME_ROLE}" LOGIN')
+    migrate.grant(url, RUNTIME_ROLE)
     try:
         yield server, name
     finally:
@@ -118,9 +126,19 @@ def postgres_url(_postgres_template: tuple[_PostgresServer, str]) -> Iterator[st
         server.drop(name)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture
+def postgres_runtime_url(postgres_url: str) -> str:
+    """The same database as ``postgres_url``, logged in as the least-privilege runtime role."""
+    return make_url(postgres_url).set(username=RUNTIME_ROLE).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "postgres_runtime"])
 def journal(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Journal]:
-    """A fresh journal on each backend, reading time from the test's ``clock``."""
+    """A fresh journal on each backend, reading time from the test's ``clock``.
+
+    ``postgres_runtime`` connects as a role with only the runtime grants, so the whole
+    contract also proves those grants are enough.
+    """
     if request.param == "memory":
         yield InMemoryJournal(clock=clock)
         return
