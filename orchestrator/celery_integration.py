@@ -184,7 +184,7 @@ def install(app: Celery, orc: Orchestrator) -> None:
 def deliver_outcome(
     orc: Orchestrator, meta: dict[str, Any], *, failed: bool, data: dict[str, Any]
 ) -> None:
-    """Journal one attempt's outcome and, if no replay is in flight, dispatch one now."""
+    """Journal one attempt's outcome and, if the run is free, replay it here and now."""
     compensation = meta["kind"] == "compensation"
     if failed:
         kind = EventType.COMPENSATION_FAILED if compensation else EventType.ACTIVITY_FAILED
@@ -198,7 +198,7 @@ def deliver_outcome(
         attempt=meta["attempt"],
         data=data,
     )
-    delivery = orc.journal.deliver(meta["run_id"], item, task_id=meta["task_id"])
+    delivery = orc.driver.deliver(meta["run_id"], item, task_id=meta["task_id"])
     if not delivery.accepted:
         log.info(
             "outcome of %s not journaled: already journaled, its attempt superseded or never "

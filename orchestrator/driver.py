@@ -20,7 +20,7 @@ from orchestrator.config import Settings
 from orchestrator.context import WorkflowInfo
 from orchestrator.errors import LeaseLost, NonDeterminismError
 from orchestrator.events import RunInfo, RunStatus
-from orchestrator.journal import Batch, Claimed, Journal, NewRun, RunRef
+from orchestrator.journal import Batch, Claimed, Delivery, InboxItem, Journal, NewRun, RunRef
 from orchestrator.publisher import Publisher
 from orchestrator.registry import Registry
 from orchestrator.replay import Decision, Replayer
@@ -77,20 +77,50 @@ class Driver:
         self.cache = ReplayCache(settings.cache_size)
         self._clock = clock
 
-    def advance(self, run_id: str) -> RunStatus | None:
+    def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
+        """Journal a fact from outside and, when the run is free, replay it right here: the
+        delivery and the claim are one transaction, and no replay message is sent. Whoever
+        cannot replay it now (the run is leased, or replay fails) leaves it to a replay in
+        flight or to the dispatcher."""
+        cached = self.cache.take(run_id)
+        delivery, claimed = self.journal.deliver_and_claim(
+            run_id,
+            item,
+            task_id=task_id,
+            owner=self.owner,
+            ttl=self.settings.lease_ttl,
+            after_seq=cached.last_seq if cached else 0,
+        )
+        if claimed is None:
+            if cached is not None:
+                self.cache.put(run_id, cached)
+            return delivery
+        try:
+            self.advance(run_id, claimed=claimed, cached=cached)
+        except Exception:
+            log.exception("run %s: replay after delivery failed; dispatching it", run_id)
+            self.publisher.publish_replays([_ref(claimed.run)])
+        return delivery
+
+    def advance(
+        self, run_id: str, *, claimed: Claimed | None = None, cached: Replayer | None = None
+    ) -> RunStatus | None:
         """Replay ``run_id`` until it waits, ends, or is someone else's. Returns its status
-        after the last commit (``None`` when it could not be claimed)."""
+        after the last commit (``None`` when it could not be claimed). ``claimed`` (with the
+        ``cached`` replayer it was claimed for) is a claim the caller already holds."""
         status: RunStatus | None = None
         run: RunInfo | None = None
         for _ in range(MAX_ROUNDS):
-            cached = self.cache.take(run_id)
-            claimed = self.journal.claim(
-                run_id, self.owner, self.settings.lease_ttl, cached.last_seq if cached else 0
-            )
+            if claimed is None:
+                cached = self.cache.take(run_id)
+                claimed = self.journal.claim(
+                    run_id, self.owner, self.settings.lease_ttl, cached.last_seq if cached else 0
+                )
             if claimed is None:
                 return status
             run = claimed.run
             status, more = self._step(claimed, cached)
+            claimed = cached = None
             if not more:
                 return status
         if run is not None:

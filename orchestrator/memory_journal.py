@@ -245,23 +245,47 @@ class InMemoryJournal:
     # -- the lease holder -------------------------------------------------------------------
     def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
         with self._lock:
+            return self._claim(run_id, owner, ttl, after_seq, self._clock())
+
+    def deliver_and_claim(
+        self,
+        run_id: str,
+        item: InboxItem,
+        *,
+        task_id: str | None = None,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+    ) -> tuple[Delivery, Claimed | None]:
+        with self._lock:
             now = self._clock()
-            run = self._runs.get(run_id)
-            if run is None or run.status not in _ACTIVE or not run.lease_free(now):
-                return None
-            run.lease_owner = owner
-            run.lease_token += 1
-            run.lease_expires_at = now + ttl
-            run.status = RunStatus.RUNNING
-            run.updated_at = now
-            lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=now + ttl)
-            return Claimed(
-                lease=lease,
-                run=run.info(),
-                history=_history(run, after_seq),
-                inbox=[row.read() for row in run.inbox.values()],
-                last_seq=run.last_seq,
-            )
+            delivery = self._deliver(run_id, item, task_id, now)
+            if delivery.dispatch is None:
+                return delivery, None
+            claimed = self._claim(run_id, owner, ttl, after_seq, now)
+            if claimed is None:
+                return delivery, None
+            return Delivery(accepted=True), claimed
+
+    def _claim(
+        self, run_id: str, owner: str, ttl: float, after_seq: int, now: float
+    ) -> Claimed | None:
+        run = self._runs.get(run_id)
+        if run is None or run.status not in _ACTIVE or not run.lease_free(now):
+            return None
+        run.lease_owner = owner
+        run.lease_token += 1
+        run.lease_expires_at = now + ttl
+        run.status = RunStatus.RUNNING
+        run.updated_at = now
+        lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=now + ttl)
+        return Claimed(
+            lease=lease,
+            run=run.info(),
+            history=_history(run, after_seq),
+            inbox=[row.read() for row in run.inbox.values()],
+            last_seq=run.last_seq,
+        )
 
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
         with self._lock:

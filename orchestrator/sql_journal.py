@@ -241,32 +241,58 @@ class SqlJournal:
 
     # -- the lease holder -------------------------------------------------------------------
     def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
-        now = self._clock()
         with self._tx() as conn:
-            row = conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .where(runs.c.status.in_(schema.ACTIVE_STATUSES))
-                .where(_lease_free)
-                .values(
-                    lease_owner=owner,
-                    lease_token=runs.c.lease_token + 1,
-                    lease_expires_at=now + ttl,
-                    status=RunStatus.RUNNING.value,
-                    updated_at=now,
-                )
-                .returning(*runs.c),
-                {"now": now},
-            ).first()
-            if row is None:
-                return None
-            history = _history(conn, run_id, after_seq)
-            pending = conn.execute(
-                sa.select(inbox)
-                .where(inbox.c.run_id == run_id, sa.not_(inbox.c.absorbed))
-                .order_by(inbox.c.id)
+            return self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
+
+    def deliver_and_claim(
+        self,
+        run_id: str,
+        item: InboxItem,
+        *,
+        task_id: str | None = None,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+    ) -> tuple[Delivery, Claimed | None]:
+        def body(conn: Connection) -> tuple[Delivery, Claimed | None]:
+            now = self._clock()
+            delivery = self._deliver_x(conn, run_id, item, task_id, now)
+            if delivery.dispatch is None:
+                return delivery, None
+            claimed = self._claim_x(conn, run_id, owner, ttl, after_seq, now)
+            if claimed is None:
+                return delivery, None
+            return Delivery(accepted=True), claimed
+
+        return self._retrying(body)
+
+    def _claim_x(
+        self, conn: Connection, run_id: str, owner: str, ttl: float, after_seq: int, now: float
+    ) -> Claimed | None:
+        row = conn.execute(
+            runs.update()
+            .where(runs.c.run_id == run_id)
+            .where(runs.c.status.in_(schema.ACTIVE_STATUSES))
+            .where(_lease_free)
+            .values(
+                lease_owner=owner,
+                lease_token=runs.c.lease_token + 1,
+                lease_expires_at=now + ttl,
+                status=RunStatus.RUNNING.value,
+                updated_at=now,
             )
-            items = [_inbox_item(r) for r in pending]
+            .returning(*runs.c),
+            {"now": now},
+        ).first()
+        if row is None:
+            return None
+        history = _history(conn, run_id, after_seq)
+        pending = conn.execute(
+            sa.select(inbox)
+            .where(inbox.c.run_id == run_id, sa.not_(inbox.c.absorbed))
+            .order_by(inbox.c.id)
+        )
+        items = [_inbox_item(r) for r in pending]
         lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=now + ttl)
         return Claimed(
             lease=lease, run=_run_info(row), history=history, inbox=items, last_seq=row.last_seq

@@ -1108,3 +1108,33 @@ def test_many_writers_leave_every_history_contiguous_and_complete(journal: Journ
     }
     assert written == expected
     assert sum(len(journal.history(r)) - 1 for r in runs) == len(expected)
+
+
+def test_deliver_and_claim_is_one_step_for_a_free_run(journal: Journal) -> None:
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+    outcome = InboxItem(
+        dedupe_key=outcome_key(1, 1),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=1,
+        attempt=1,
+        data={"result": "ch_1"},
+    )
+    delivery, claimed = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, after_seq=0
+    )
+    assert delivery == Delivery(accepted=True)
+    assert claimed is not None
+    assert claimed.lease.owner == "w1"
+    assert [i.dedupe_key for i in claimed.inbox] == [outcome_key(1, 1)]
+    assert [e.type for e in claimed.history] == [EventType.RUN_STARTED]
+    assert status(journal) is RunStatus.RUNNING
+    # A second outcome while the lease is held is journaled for the holder, not claimed.
+    again, none = journal.deliver_and_claim("r1", signal("s1"), owner="w2", ttl=30, after_seq=0)
+    assert again == Delivery(accepted=True) and none is None
+    # A duplicate is neither journaled nor claimed.
+    dup, nothing = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w2", ttl=30
+    )
+    assert not dup.accepted and nothing is None
