@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -149,7 +150,7 @@ def install(app: Celery, orc: Orchestrator) -> None:
     def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         meta = mine(sender)
         if meta is not None:
-            orc.journal.mark_started(meta["task_id"])
+            orc.starts.started(meta["task_id"])
 
     def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         meta = mine(sender)
@@ -181,6 +182,51 @@ def install(app: Celery, orc: Orchestrator) -> None:
     app.steps["worker"].add(_bootstep(orc))
 
 
+class StartRecorder:
+    """Records activity starts in batches, from a background thread of the worker process.
+
+    A start matters only for an attempt still running when the dispatcher looks (its
+    start-to-close deadline, or whether a lost message needs re-publishing). So starts wait
+    ``interval`` seconds and go in one transaction, and the start of an attempt that finished
+    meanwhile is never written at all: short activities cost no start write.
+    """
+
+    def __init__(self, orc: Orchestrator, interval: float = 0.2) -> None:
+        self._orc = orc
+        self._interval = interval
+        self._pending: dict[str, None] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+
+    def started(self, task_id: str) -> None:
+        with self._lock:
+            self._pending[task_id] = None
+            if self._pid != os.getpid():  # first use in this (possibly forked) process
+                self._pid = os.getpid()
+                self._wake = threading.Event()
+                threading.Thread(target=self._run, name="orchestrator-starts", daemon=True).start()
+        self._wake.set()
+
+    def finished(self, task_id: str) -> None:
+        with self._lock:
+            self._pending.pop(task_id, None)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self._interval)
+            self._wake.clear()
+            with self._lock:
+                batch, self._pending = list(self._pending), {}
+            if not batch:
+                continue
+            try:
+                self._orc.journal.mark_started_many(batch)
+            except Exception:
+                log.exception("could not record the start of %d activities", len(batch))
+
+
 def deliver_outcome(
     orc: Orchestrator, meta: dict[str, Any], *, failed: bool, data: dict[str, Any]
 ) -> None:
@@ -190,6 +236,7 @@ def deliver_outcome(
         kind = EventType.COMPENSATION_FAILED if compensation else EventType.ACTIVITY_FAILED
     else:
         kind = EventType.COMPENSATION_COMPLETED if compensation else EventType.ACTIVITY_COMPLETED
+    orc.starts.finished(meta["task_id"])
     faults.point("worker.before_outcome")
     item = InboxItem(
         dedupe_key=outcome_key(meta["command_id"], meta["attempt"]),

@@ -79,6 +79,11 @@ class Orchestrator:
         return celery_integration.CeleryPublisher(self.app, self.settings)
 
     @cached_property
+    def starts(self) -> celery_integration.StartRecorder:
+        """Batches the records of activity starts in this worker process."""
+        return celery_integration.StartRecorder(self)
+
+    @cached_property
     def driver(self) -> Driver:
         """Advances runs in this process (the replay task's body)."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"

@@ -346,6 +346,10 @@ class Journal(Protocol):
         """
         ...
 
+    def mark_started_many(self, task_ids: Sequence[str]) -> int:
+        """:meth:`mark_started` for several tasks in one transaction; how many it marked."""
+        ...
+
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
         """Move due timers into their runs' inboxes (``timer_fired``); the runs to dispatch."""

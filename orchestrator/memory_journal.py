@@ -447,6 +447,9 @@ class InMemoryJournal:
             run.dispatched_at = now
         return Delivery(accepted=True, dispatch=run.ref() if dispatch else None)
 
+    def mark_started_many(self, task_ids: Sequence[str]) -> int:
+        return sum(self.mark_started(task_id) for task_id in task_ids)
+
     def mark_started(self, task_id: str) -> bool:
         with self._lock:
             task = self._tasks.get(task_id)

@@ -529,6 +529,22 @@ class SqlJournal:
             ).first()
         return row is not None
 
+    def mark_started_many(self, task_ids: Sequence[str]) -> int:
+        if not task_ids:
+            return 0
+        now = self._clock()
+        with self._tx() as conn:
+            marked = conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.task_id.in_(list(task_ids)),
+                    sa.not_(tasks.c.finished),
+                    tasks.c.started_at.is_(None),
+                )
+                .values(started_at=now, deadline_at=now + tasks.c.timeout_seconds)
+            )
+        return int(marked.rowcount)
+
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
         now = self._clock()

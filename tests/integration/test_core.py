@@ -7,14 +7,23 @@ import time
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
-from orchestrator import EventType, RunStatus, WorkflowFailed
+from orchestrator import EventType, RunStatus, WorkflowFailed, schema
 from tests.integration.cluster import Cluster, wait_for
 from tests.invariants import check_history
 
 
 def types(cluster: Cluster, run_id: str) -> list[tuple[str, int | None, int | None]]:
     return [(e.type.value, e.command_id, e.attempt) for e in cluster.orc.history(run_id)]
+
+
+def started(cluster: Cluster, task_id: str) -> bool:
+    with cluster.orc.journal.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(schema.tasks.c.started_at).where(schema.tasks.c.task_id == task_id)
+        ).first()
+    return row is not None and row.started_at is not None
 
 
 def finished(cluster: Cluster, run_id: str) -> None:
@@ -104,6 +113,9 @@ def test_worker_killed_mid_activity_is_retried_after_timeout(cluster: Cluster) -
     key = f"slow-{uuid.uuid4().hex[:6]}"
     handle = cluster.orc.start("killable", key, 3.0)
     wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
+    # Starts are journaled in batches; kill once this one is (so its deadline runs).
+    task_id = f"{handle.run_id}:1:1"
+    wait_for(lambda: started(cluster, task_id), 10, "the start to be journaled")
     cluster.kill(cluster.workers["w1"], signal.SIGKILL)
     cluster.start_worker("w1")
     assert handle.result(timeout=60) == f"{key} done"
