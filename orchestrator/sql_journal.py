@@ -256,13 +256,13 @@ class SqlJournal:
     ) -> tuple[Delivery, Claimed | None]:
         def body(conn: Connection) -> tuple[Delivery, Claimed | None]:
             now = self._clock()
-            delivery = self._deliver_x(conn, run_id, item, task_id, now)
-            if delivery.dispatch is None:
+            claim = (owner, ttl)
+            delivery = self._deliver_or_claim_x(
+                conn, run_id, item, task_id, now, claim_for=claim, after_seq=after_seq
+            )
+            if not isinstance(delivery, Claimed):
                 return delivery, None
-            claimed = self._claim_x(conn, run_id, owner, ttl, after_seq, now)
-            if claimed is None:
-                return delivery, None
-            return Delivery(accepted=True), claimed
+            return Delivery(accepted=True), delivery
 
         return self._retrying(body)
 
@@ -286,14 +286,22 @@ class SqlJournal:
         ).first()
         if row is None:
             return None
-        history = _history(conn, run_id, after_seq)
+        return self._claimed_x(conn, row, owner, now + ttl, after_seq)
+
+    def _claimed_x(
+        self, conn: Connection, row: Any, owner: str, expires_at: float, after_seq: int
+    ) -> Claimed:
+        """What a claim returns, read in the claiming transaction."""
+        run_id = row.run_id
+        # A caller with a cached replayer up to date needs no history at all.
+        history = [] if after_seq >= row.last_seq else _history(conn, run_id, after_seq)
         pending = conn.execute(
             sa.select(inbox)
             .where(inbox.c.run_id == run_id, sa.not_(inbox.c.absorbed))
             .order_by(inbox.c.id)
         )
         items = [_inbox_item(r) for r in pending]
-        lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=now + ttl)
+        lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=expires_at)
         return Claimed(
             lease=lease, run=_run_info(row), history=history, inbox=items, last_seq=row.last_seq
         )
@@ -459,6 +467,22 @@ class SqlJournal:
     def _deliver_x(
         self, conn: Connection, run_id: str, item: InboxItem, task_id: str | None, now: float
     ) -> Delivery:
+        delivery = self._deliver_or_claim_x(conn, run_id, item, task_id, now)
+        assert isinstance(delivery, Delivery)
+        return delivery
+
+    def _deliver_or_claim_x(
+        self,
+        conn: Connection,
+        run_id: str,
+        item: InboxItem,
+        task_id: str | None,
+        now: float,
+        claim_for: tuple[str, float] | None = None,
+        after_seq: int = 0,
+    ) -> Delivery | Claimed:
+        """Insert one inbox item. With ``claim_for`` (owner, ttl), a run that would be
+        dispatched is claimed instead, in the same row update, and the claim is returned."""
         row = conn.execute(
             sa.select(
                 runs.c.status,
@@ -510,6 +534,18 @@ class SqlJournal:
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if dispatch:
             values["dispatched_at"] = now
+        if dispatch and claim_for is not None:
+            owner, ttl = claim_for
+            values.update(
+                lease_owner=owner,
+                lease_token=runs.c.lease_token + 1,
+                lease_expires_at=now + ttl,
+                status=RunStatus.RUNNING.value,
+            )
+            claimed = conn.execute(
+                runs.update().where(runs.c.run_id == run_id).values(**values).returning(*runs.c)
+            ).one()
+            return self._claimed_x(conn, claimed, owner, now + ttl, after_seq)
         conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
         ref = RunRef(run_id=run_id, workflow=row.workflow, version=row.version)
         return Delivery(accepted=True, dispatch=ref if dispatch else None)
