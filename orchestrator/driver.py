@@ -20,7 +20,16 @@ from orchestrator.config import Settings
 from orchestrator.context import WorkflowInfo
 from orchestrator.errors import LeaseLost, NonDeterminismError
 from orchestrator.events import RunInfo, RunStatus
-from orchestrator.journal import Batch, Claimed, Delivery, InboxItem, Journal, NewRun, RunRef
+from orchestrator.journal import (
+    Batch,
+    Claimed,
+    Committed,
+    Delivery,
+    InboxItem,
+    Journal,
+    NewRun,
+    RunRef,
+)
 from orchestrator.publisher import Publisher
 from orchestrator.registry import Registry
 from orchestrator.replay import Decision, Replayer
@@ -83,20 +92,52 @@ class Driver:
         cannot replay it now (the run is leased, or replay fails) leaves it to a replay in
         flight or to the dispatcher."""
         cached = self.cache.take(run_id)
-        delivery, claimed = self.journal.deliver_and_claim(
+        decided: list[tuple[Replayer, Decision]] = []
+
+        def decide(claimed: Claimed) -> Batch | None:
+            # Called inside the delivering transaction, with the run's row locked: only a
+            # cached replayer that is up to date is quick enough; anything else (or a second
+            # call after a retried transaction) falls back to the two-transaction path.
+            if (
+                cached is None
+                or decided
+                or claimed.history
+                or not self.registry.has(claimed.run.workflow, claimed.run.version)
+            ):
+                return None
+            try:
+                replayer, decision, batch = self._decide(claimed, cached)
+            except Exception:
+                log.exception("run %s: replay inside the delivery failed", run_id)
+                return None
+            decided.append((replayer, decision))
+            return batch
+
+        delivery, claimed, committed = self.journal.deliver_and_claim(
             run_id,
             item,
             task_id=task_id,
             owner=self.owner,
             ttl=self.settings.lease_ttl,
             after_seq=cached.last_seq if cached else 0,
+            decide=decide if cached is not None else None,
         )
-        if claimed is None:
+        if claimed is None:  # not claimed: the run is someone else's for now
             if cached is not None:
                 self.cache.put(run_id, cached)
             return delivery
+        if committed is not None and decided:
+            replayer, decision = decided[-1]
+            self._after_commit(claimed.run, replayer, decision, committed)
+            if not committed.pending_inbox:
+                return delivery
+            pending: Claimed | None = None  # more facts arrived: claim again, from the cache
+        else:
+            pending = claimed
+            if decided:
+                cached = None  # fed inside a transaction that was retried; replay afresh
         try:
-            self.advance(run_id, claimed=claimed, cached=cached)
+            self.advance(run_id, claimed=pending, cached=cached if pending else None)
         except Exception:
             log.exception("run %s: replay after delivery failed; dispatching it", run_id)
             self.publisher.publish_replays([_ref(claimed.run)])
@@ -135,10 +176,8 @@ class Driver:
             self.journal.release(lease, reason=reason)
             log.warning("run %s released: %s", run.run_id, reason)
             return RunStatus.RUNNABLE, False
-        replayer = cached or self._new_replayer(run)
         try:
-            replayer.feed(claimed.history)
-            decision = replayer.decide(claimed.inbox, self._clock())
+            replayer, decision, batch = self._decide(claimed, cached)
         except NonDeterminismError as err:
             self.journal.commit(lease, Batch(status=RunStatus.BLOCKED, reason=str(err)))
             log.error("run %s blocked: %s", run.run_id, err)
@@ -146,6 +185,23 @@ class Driver:
         except BaseException:
             self.journal.release(lease)
             raise
+        faults.point("driver.before_commit")
+        try:
+            committed = self.journal.commit(lease, batch)
+        except LeaseLost:
+            log.warning("run %s: lease lost before commit; another node carries on", run.run_id)
+            return RunStatus.RUNNING, False
+        self._after_commit(run, replayer, decision, committed)
+        return decision.status, committed.pending_inbox
+
+    def _decide(
+        self, claimed: Claimed, cached: Replayer | None
+    ) -> tuple[Replayer, Decision, Batch]:
+        """Replay the claimed run and turn its decision into the batch to commit."""
+        run = claimed.run
+        replayer = cached or self._new_replayer(run)
+        replayer.feed(claimed.history)
+        decision = replayer.decide(claimed.inbox, self._clock())
         batch = Batch(
             events=decision.events,
             absorbed=[item.id for item in claimed.inbox if item.id is not None],
@@ -158,12 +214,12 @@ class Driver:
             error=decision.error,
             reason=decision.reason,
         )
-        faults.point("driver.before_commit")
-        try:
-            committed = self.journal.commit(lease, batch)
-        except LeaseLost:
-            log.warning("run %s: lease lost before commit; another node carries on", run.run_id)
-            return RunStatus.RUNNING, False
+        return replayer, decision, batch
+
+    def _after_commit(
+        self, run: RunInfo, replayer: Replayer, decision: Decision, committed: Committed
+    ) -> None:
+        """Keep the replayer for the run's next step, and publish what the commit made due."""
         replayer.last_seq = committed.last_seq
         if not decision.status.terminal:
             self.cache.put(run.run_id, replayer)
@@ -174,7 +230,6 @@ class Driver:
             self.publisher.publish_tasks(due)
         if committed.dispatch:
             self.publisher.publish_replays(committed.dispatch)
-        return decision.status, committed.pending_inbox
 
     def _continuation(self, run: RunInfo, decision: Decision) -> NewRun | None:
         """The run that continues ``run``: the newest loaded version of its workflow."""

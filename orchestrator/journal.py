@@ -21,7 +21,7 @@ that no worker started within ``republish_after``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -333,11 +333,17 @@ class Journal(Protocol):
         owner: str,
         ttl: float,
         after_seq: int = 0,
-    ) -> tuple[Delivery, Claimed | None]:
+        decide: Callable[[Claimed], Batch | None] | None = None,
+    ) -> tuple[Delivery, Claimed | None, Committed | None]:
         """:meth:`deliver`, and in the same transaction, where ``deliver`` would ask for a
-        dispatch, :meth:`claim` for ``owner`` instead: the caller replays the run at once (the
-        hot path: no broker hop, one transaction fewer). Returns the delivery (with no
-        ``dispatch`` when claimed) and the claim, if any."""
+        dispatch, :meth:`claim` for ``owner`` instead (the hot path: no broker hop).
+
+        With ``decide``, the claim is handed to it inside the transaction, the run's row still
+        locked; a batch it returns is committed there too, releasing the lease: one
+        transaction for the whole step. ``decide`` may be called again if the transaction is
+        retried. Returns the delivery (with no ``dispatch`` when claimed), the claim, and the
+        commit if one was made.
+        """
         ...
 
     def mark_started(self, task_id: str) -> bool:

@@ -156,7 +156,7 @@ class InMemoryJournal:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # commit() is reused inside deliver_and_claim
         self._closed = threading.Condition(self._lock)
         self._woken = threading.Condition(self._lock)
         self._wakeups = 0
@@ -256,16 +256,21 @@ class InMemoryJournal:
         owner: str,
         ttl: float,
         after_seq: int = 0,
-    ) -> tuple[Delivery, Claimed | None]:
+        decide: Callable[[Claimed], Batch | None] | None = None,
+    ) -> tuple[Delivery, Claimed | None, Committed | None]:
         with self._lock:
             now = self._clock()
             delivery = self._deliver(run_id, item, task_id, now)
             if delivery.dispatch is None:
-                return delivery, None
+                return delivery, None, None
             claimed = self._claim(run_id, owner, ttl, after_seq, now)
             if claimed is None:
-                return delivery, None
-            return Delivery(accepted=True), claimed
+                return delivery, None, None
+            batch = decide(claimed) if decide is not None else None
+            if batch is None:
+                return Delivery(accepted=True), claimed, None
+            committed = self.commit(claimed.lease, batch)
+            return Delivery(accepted=True), claimed, committed
 
     def _claim(
         self, run_id: str, owner: str, ttl: float, after_seq: int, now: float

@@ -253,16 +253,21 @@ class SqlJournal:
         owner: str,
         ttl: float,
         after_seq: int = 0,
-    ) -> tuple[Delivery, Claimed | None]:
-        def body(conn: Connection) -> tuple[Delivery, Claimed | None]:
+        decide: Callable[[Claimed], Batch | None] | None = None,
+    ) -> tuple[Delivery, Claimed | None, Committed | None]:
+        def body(conn: Connection) -> tuple[Delivery, Claimed | None, Committed | None]:
             now = self._clock()
             claim = (owner, ttl)
-            delivery = self._deliver_or_claim_x(
+            claimed = self._deliver_or_claim_x(
                 conn, run_id, item, task_id, now, claim_for=claim, after_seq=after_seq
             )
-            if not isinstance(delivery, Claimed):
-                return delivery, None
-            return Delivery(accepted=True), delivery
+            if not isinstance(claimed, Claimed):
+                return claimed, None, None
+            batch = decide(claimed) if decide is not None else None
+            if batch is None:
+                return Delivery(accepted=True), claimed, None
+            committed = self._commit_x(conn, claimed.lease, batch, release=True)
+            return Delivery(accepted=True), claimed, committed
 
         return self._retrying(body)
 

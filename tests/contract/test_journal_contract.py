@@ -1121,9 +1121,10 @@ def test_deliver_and_claim_is_one_step_for_a_free_run(journal: Journal) -> None:
         attempt=1,
         data={"result": "ch_1"},
     )
-    delivery, claimed = journal.deliver_and_claim(
+    delivery, claimed, committed = journal.deliver_and_claim(
         "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, after_seq=0
     )
+    assert committed is None
     assert delivery == Delivery(accepted=True)
     assert claimed is not None
     assert claimed.lease.owner == "w1"
@@ -1131,10 +1132,64 @@ def test_deliver_and_claim_is_one_step_for_a_free_run(journal: Journal) -> None:
     assert [e.type for e in claimed.history] == [EventType.RUN_STARTED]
     assert status(journal) is RunStatus.RUNNING
     # A second outcome while the lease is held is journaled for the holder, not claimed.
-    again, none = journal.deliver_and_claim("r1", signal("s1"), owner="w2", ttl=30, after_seq=0)
+    again, none, _ = journal.deliver_and_claim("r1", signal("s1"), owner="w2", ttl=30, after_seq=0)
     assert again == Delivery(accepted=True) and none is None
     # A duplicate is neither journaled nor claimed.
-    dup, nothing = journal.deliver_and_claim(
+    dup, nothing, _ = journal.deliver_and_claim(
         "r1", outcome, task_id=charge.task_id, owner="w2", ttl=30
     )
     assert not dup.accepted and nothing is None
+
+
+def test_deliver_and_claim_commits_what_decide_returns_in_the_same_step(
+    journal: Journal,
+) -> None:
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+    outcome = InboxItem(
+        dedupe_key=outcome_key(1, 1),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=1,
+        attempt=1,
+        data={"result": "ch_1"},
+    )
+    seen: list[Claimed] = []
+
+    def decide(claimed: Claimed) -> Batch:
+        seen.append(claimed)
+        [item] = claimed.inbox
+        return Batch(
+            events=[NewEvent(type=item.type, command_id=1, attempt=1, data=item.data)],
+            absorbed=[item.id or 0],
+            status=RunStatus.COMPLETED,
+            result="done",
+        )
+
+    delivery, claimed, committed = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, decide=decide
+    )
+    assert delivery.accepted and claimed is not None and len(seen) == 1
+    assert committed is not None and committed.last_seq == 2
+    info = journal.describe("r1")
+    assert info is not None and info.status is RunStatus.COMPLETED and info.result == "done"
+    assert [e.type for e in journal.history("r1")] == [
+        EventType.RUN_STARTED,
+        EventType.ACTIVITY_COMPLETED,
+    ]
+    # A decide that declines leaves the claim with the caller and writes no history.
+    create(journal, "r2")
+    suspend(journal, "r2", tasks=[task("r2")])
+    item2 = InboxItem(
+        dedupe_key=outcome_key(1, 1),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=1,
+        attempt=1,
+        data={"result": 2},
+    )
+    _, held, none = journal.deliver_and_claim(
+        "r2", item2, task_id=task("r2").task_id, owner="w1", ttl=30, decide=lambda c: None
+    )
+    assert held is not None and none is None
+    assert status(journal, "r2") is RunStatus.RUNNING
+    assert len(journal.history("r2")) == 1
