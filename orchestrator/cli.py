@@ -64,6 +64,17 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _json_option(text: str, option: str, kind: type) -> Any:
+    """An option's JSON value, or a one-line error naming the option."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{option} is not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise click.ClickException(f"{option} must be a JSON {kind.__name__}")
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -130,12 +141,7 @@ def dev_cmd(
     """Worker + dispatcher in one process on a SQLite file and an in-memory broker."""
     from orchestrator import dev
 
-    try:
-        args = json.loads(args_json)
-    except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--args is not valid JSON: {exc}") from None
-    if not isinstance(args, list):
-        raise click.ClickException("--args must be a JSON list")
+    args = _json_option(args_json, "--args", list)
     code = dev.run(
         _load_orchestrator(ctx),
         journal_url=journal_url or dev.DEFAULT_JOURNAL,
@@ -199,12 +205,7 @@ def start_cmd(
     ctx: click.Context, workflow: str, args_json: str, run_id: str | None, wf_version: str | None
 ) -> None:
     """Start a run of WORKFLOW and print its run id."""
-    try:
-        args = json.loads(args_json)
-    except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--args is not valid JSON: {exc}") from None
-    if not isinstance(args, list):
-        raise click.ClickException("--args must be a JSON list")
+    args = _json_option(args_json, "--args", list)
     handle = _load_orchestrator(ctx).start(workflow, *args, run_id=run_id, version=wf_version)
     click.echo(handle.run_id)
 
@@ -227,10 +228,7 @@ def result_cmd(ctx: click.Context, run_id: str, timeout: float | None) -> None:
 @_user_errors
 def signal_cmd(ctx: click.Context, run_id: str, name: str, payload_json: str) -> None:
     """Send signal NAME to RUN_ID (its chain's live tip)."""
-    try:
-        payload = json.loads(payload_json)
-    except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--payload is not valid JSON: {exc}") from None
+    payload = _json_option(payload_json, "--payload", object)
     _load_orchestrator(ctx).signal(run_id, name, payload)
     click.echo(f"signal {name!r} sent to {run_id}")
 

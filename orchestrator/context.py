@@ -253,18 +253,10 @@ class WorkflowContext:
         self._engine.issue(command, handle)
         return handle
 
-    def child(
-        self,
-        workflow: Any,
-        *args: Any,
-        run_id: str | None = None,
-        version: str | None = None,
-        parent_close_policy: str = "cancel",
-    ) -> ChildHandle:
-        """Start a child workflow and await its result: ``await ctx.child(ship, order_id)``."""
-        return self.start_child(
-            workflow, *args, run_id=run_id, version=version, parent_close_policy=parent_close_policy
-        )
+    def child(self, workflow: Any, *args: Any, **options: Any) -> ChildHandle:
+        """Start a child workflow and await its result: ``await ctx.child(ship, order_id)``
+        (the options of :meth:`start_child`)."""
+        return self.start_child(workflow, *args, **options)
 
     def continue_as_new(self, *args: Any) -> Future[Any]:
         """End this run and continue as a new run of the same workflow with ``args`` and a

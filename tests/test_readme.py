@@ -7,7 +7,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -25,28 +24,11 @@ def readme_first_command() -> str:
 
 
 @pytest.mark.timeout(600)
-def test_readme_first_command_runs_the_order_from_a_wheel(tmp_path: Path) -> None:
+def test_readme_first_command_runs_the_order_from_a_wheel(wheel: Path, tmp_path: Path) -> None:
     command = readme_first_command()
     assert "continuum -A tasks dev" in command
     dev_part = command.split("&&")[-1].strip()  # the part after the install steps
 
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path / "dist"),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    wheel = next((tmp_path / "dist").glob("*.whl"))
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     installed = subprocess.run(
