@@ -1,0 +1,101 @@
+"""``python -m bench``: run the scenarios, print the table, write the JSON file.
+
+Scenarios run in a fixed order, each on its own fresh database and freshly started worker and
+dispatcher (see :mod:`bench.cluster`). Whatever happens (an error, Ctrl-C, SIGTERM), the
+processes are stopped, the database dropped and the Redis keys deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from bench import fanout, idle, latency, long_run, report, throughput
+from bench.cluster import ROOT, Cluster
+from bench.plan import Sizes
+from bench.stats import Figures
+
+Run = Callable[[Cluster, Sizes, set[str]], dict[str, Figures]]
+
+#: Scenario groups in the order they run; a group measures several scenarios at once.
+GROUPS: list[tuple[tuple[str, ...], Run]] = [
+    (throughput.NAMES, throughput.run),
+    (latency.NAMES, latency.run),
+    (fanout.NAMES, fanout.run),
+    (long_run.NAMES, long_run.run),
+    (idle.NAMES, idle.run),
+]
+SCENARIOS = [name for names, _ in GROUPS for name in names]
+RESULTS = ROOT / "bench" / "results"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmarks of Continuum on Postgres, Redis, Celery."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one repetition, a 1,000-step long run and 2,000 idle waiting runs",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=SCENARIOS, metavar="NAME", help=f"of {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=RESULTS / "latest.json", help="where to write the figures"
+    )
+    parser.add_argument("--repeats", type=int, help="repetitions per figure (default 3)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every workload count (to try the harness out; figures are not comparable)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.scale != 1.0:
+        sizes = sizes.scaled(args.scale)
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
+    wanted = set(args.only or SCENARIOS)
+    command = shlex.join([".venv/bin/python", "-m", "bench", *argv])
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (``cmd &``).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    env = report.environment()
+    results: dict[str, Figures] = {}
+    cluster = Cluster(RESULTS)
+    try:
+        for names, run in GROUPS:
+            chosen = wanted.intersection(names)
+            if not chosen:
+                continue
+            label = "+".join(n for n in names if n in chosen)
+            print(f"{label}: starting a fresh database, worker and dispatcher", file=sys.stderr)
+            cluster.fresh(label)
+            measured = run(cluster, sizes, chosen)
+            results.update({name: measured[name] for name in names if name in measured})
+    finally:
+        cluster.close()
+    print(report.table(env, sizes, results, command))
+    report.write_json(args.json, env, sizes, results, command)
+    print(f"\nwritten to {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
