@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
-from celery.signals import task_failure, task_prerun, task_success
+from celery.exceptions import Ignore
+from celery.signals import task_failure, task_success
 
 from orchestrator import faults, payloads
 from orchestrator.client import check_run_id
@@ -147,10 +147,20 @@ def install(app: Celery, orc: Orchestrator) -> None:
             return None
         return meta
 
-    def on_prerun(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
-        meta = mine(sender)
-        if meta is not None:
-            orc.starts.started(meta["task_id"])
+    def before_start(task: Any) -> None:
+        """Runs in the worker just before an activity's body: the attempt's start is
+        recorded (its start-to-close deadline begins) and a copy of an attempt that already
+        started, ended or is no longer awaited is skipped. A copy exists when the dispatcher
+        re-published a message it took for lost that was only slow; the start is recorded
+        before the body runs so a worker killed at any point leaves a deadline behind."""
+        meta = mine(task)
+        if meta is None or orc.journal.mark_started(meta["task_id"]):
+            return
+        request = task.request
+        if request.retries or (request.delivery_info or {}).get("redelivered"):
+            return  # the task's own Celery retry, or its broker's redelivery (acks_late)
+        log.info("task %s skipped: its attempt started already or is not awaited", request.id)
+        raise Ignore()
 
     def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         meta = mine(sender)
@@ -176,55 +186,9 @@ def install(app: Celery, orc: Orchestrator) -> None:
         tb = getattr(einfo, "traceback", None) or "".join(traceback.format_exception(exception))
         deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exception, tb)})
 
-    task_prerun.connect(on_prerun, weak=False)
     task_success.connect(on_success, weak=False)
     task_failure.connect(on_failure, weak=False)
-    app.steps["worker"].add(_bootstep(orc))
-
-
-class StartRecorder:
-    """Records activity starts in batches, from a background thread of the worker process.
-
-    A start matters only for an attempt still running when the dispatcher looks (its
-    start-to-close deadline, or whether a lost message needs re-publishing). So starts wait
-    ``interval`` seconds and go in one transaction, and the start of an attempt that finished
-    meanwhile is never written at all: short activities cost no start write.
-    """
-
-    def __init__(self, orc: Orchestrator, interval: float = 0.2) -> None:
-        self._orc = orc
-        self._interval = interval
-        self._pending: dict[str, None] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._pid: int | None = None
-
-    def started(self, task_id: str) -> None:
-        with self._lock:
-            self._pending[task_id] = None
-            if self._pid != os.getpid():  # first use in this (possibly forked) process
-                self._pid = os.getpid()
-                self._wake = threading.Event()
-                threading.Thread(target=self._run, name="orchestrator-starts", daemon=True).start()
-        self._wake.set()
-
-    def finished(self, task_id: str) -> None:
-        with self._lock:
-            self._pending.pop(task_id, None)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            time.sleep(self._interval)
-            self._wake.clear()
-            with self._lock:
-                batch, self._pending = list(self._pending), {}
-            if not batch:
-                continue
-            try:
-                self._orc.journal.mark_started_many(batch)
-            except Exception:
-                log.exception("could not record the start of %d activities", len(batch))
+    app.steps["worker"].add(_bootstep(orc, before_start))
 
 
 def deliver_outcome(
@@ -236,7 +200,6 @@ def deliver_outcome(
         kind = EventType.COMPENSATION_FAILED if compensation else EventType.ACTIVITY_FAILED
     else:
         kind = EventType.COMPENSATION_COMPLETED if compensation else EventType.ACTIVITY_COMPLETED
-    orc.starts.finished(meta["task_id"])
     faults.point("worker.before_outcome")
     item = InboxItem(
         dedupe_key=outcome_key(meta["command_id"], meta["attempt"]),
@@ -256,13 +219,36 @@ def deliver_outcome(
         orc.publisher.publish_replays([delivery.dispatch])
 
 
-def _bootstep(orc: Orchestrator) -> type[bootsteps.StartStopStep]:
+def _guard(task: Any, check: Callable[[Any], None]) -> None:
+    """Make ``check(task)`` run before the body of ``task`` (its class's ``before_start``,
+    the hook Celery's tracer calls inside the task's error handling, where ``Ignore`` skips
+    the body), keeping a ``before_start`` the task defines itself."""
+    cls = type(task)
+    if getattr(cls, "_continuum_guarded", False):
+        return
+    own = cls.before_start
+
+    def before_start(self: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        check(self)
+        own(self, task_id, args, kwargs)
+
+    cls.before_start = before_start
+    cls._continuum_guarded = True
+    task.__trace__ = None  # built again, with the hook
+
+
+def _bootstep(
+    orc: Orchestrator, before_start: Callable[[Any], None]
+) -> type[bootsteps.StartStopStep]:
     class OrchestratorStep(bootsteps.StartStopStep):  # type: ignore[misc]
         """Makes a worker of the app consume the replay queues of the workflow versions it has
         loaded, register those versions (with a heartbeat) and refuse pickle."""
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             check_serializers(worker.app)
+            for task in list(worker.app.tasks.values()):
+                if not task.name.startswith(("celery.", "orchestrator.")):
+                    _guard(task, before_start)
             self.versions = [
                 (name, version)
                 for name, versions in orc.registry.versions().items()

@@ -29,6 +29,9 @@ class Settings:
     queue: str = "orchestrator"
     #: Seconds a replay may hold a run's lease before another node may take it over.
     lease_ttl: float = 30.0
+    #: Seconds a journal transaction may wait on its own process (paused, frozen, cut off)
+    #: while holding row locks, before Postgres ends its session and frees the run.
+    stall_timeout: float = 5.0
     #: Seconds before the dispatcher re-sends a replay that has not been picked up.
     redispatch_after: float = 30.0
     #: Seconds before the dispatcher re-publishes an activity no worker has started.
@@ -54,6 +57,7 @@ class Settings:
     def __post_init__(self) -> None:
         positive = (
             "lease_ttl",
+            "stall_timeout",
             "redispatch_after",
             "republish_after",
             "poll_interval",

@@ -204,7 +204,7 @@ class Driver:
         decision = replayer.decide(claimed.inbox, self._clock())
         batch = Batch(
             events=decision.events,
-            absorbed=[item.id for item in claimed.inbox if item.id is not None],
+            absorbed=[i.id for i in claimed.inbox[: decision.consumed] if i.id is not None],
             tasks=decision.tasks,
             timers=decision.timers,
             children=decision.children,

@@ -70,18 +70,15 @@ class Orchestrator:
                 if self._journal is None:
                     from orchestrator.sql_journal import SqlJournal
 
-                    self._journal = SqlJournal(self.settings.journal_url)
+                    self._journal = SqlJournal(
+                        self.settings.journal_url, stall_timeout=self.settings.stall_timeout
+                    )
         return self._journal
 
     @cached_property
     def publisher(self) -> celery_integration.CeleryPublisher:
         """Publishes activity tasks and replays on the app's broker."""
         return celery_integration.CeleryPublisher(self.app, self.settings)
-
-    @cached_property
-    def starts(self) -> celery_integration.StartRecorder:
-        """Batches the records of activity starts in this worker process."""
-        return celery_integration.StartRecorder(self)
 
     @cached_property
     def driver(self) -> Driver:

@@ -176,6 +176,11 @@ class Delivery:
     dispatch: RunRef | None = None
 
 
+#: Inbox items a run that continues as new hands, unabsorbed, to its continuation: they were
+#: sent to the chain, not to one generation of it.
+INHERITED_BY_CONTINUATION = (EventType.SIGNAL_RECEIVED, EventType.CANCEL_REQUESTED)
+
+
 def outcome_key(command_id: int, attempt: int) -> str:
     """Dedupe key of an activity attempt's outcome: completion, failure and timeout share it,
     so exactly one of them is journaled per attempt."""
@@ -294,7 +299,9 @@ class Journal(Protocol):
         sequence numbers, insert events, outbox tasks and timers, delete absorbed inbox items,
         set status/result/error/reason. On ``release`` the lease is cleared; a run left with
         inbox items is then ``runnable`` (``pending_inbox``) for its next replay. A terminal
-        status drops the run's remaining inbox items, timers and unfinished tasks.
+        status drops the run's remaining inbox items, timers and unfinished tasks, except that a
+        continuation inherits the unabsorbed signals and cancellation
+        (:data:`INHERITED_BY_CONTINUATION`).
 
         In the same transaction: ``children`` and ``continuation`` runs are inserted (with
         their ``run_started``; a continuation sets ``continued_to_run_id``); absorbing a
@@ -347,13 +354,10 @@ class Journal(Protocol):
         ...
 
     def mark_started(self, task_id: str) -> bool:
-        """Record that a worker started the task (its start-to-close deadline starts now).
-        ``False`` when the task is unknown, finished, or already started.
+        """Record that a worker is about to run the task (its start-to-close deadline starts
+        now): a CAS, so one copy of an attempt runs. ``False`` when the task is unknown,
+        finished, or already started.
         """
-        ...
-
-    def mark_started_many(self, task_ids: Sequence[str]) -> int:
-        """:meth:`mark_started` for several tasks in one transaction; how many it marked."""
         ...
 
     # -- the dispatcher ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from orchestrator import payloads
 from orchestrator.errors import LeaseLost
 from orchestrator.events import Event, EventType, NewEvent, RunInfo, RunStatus, timestamp
 from orchestrator.journal import (
+    INHERITED_BY_CONTINUATION,
     Batch,
     Claimed,
     Committed,
@@ -327,6 +328,8 @@ class InMemoryJournal:
             run.updated_at = now
             if status.terminal:
                 run.closed_at = now
+                if continuation is not None:
+                    self._hand_over(run, self._runs[continuation.new.run_id])
                 self._drop_leftovers(run)
             pending = bool(run.inbox)
             if release:
@@ -383,6 +386,13 @@ class InMemoryJournal:
             return False
         self._runs[run.new.run_id] = run
         return True
+
+    @staticmethod
+    def _hand_over(run: _Run, successor: _Run) -> None:
+        for item_id, row in list(run.inbox.items()):
+            if row.item.type in INHERITED_BY_CONTINUATION:
+                successor.inbox[item_id] = run.inbox.pop(item_id)
+                successor.keys.add(row.item.dedupe_key)
 
     def _drop_leftovers(self, run: _Run) -> None:
         run_id = run.new.run_id
@@ -451,9 +461,6 @@ class InMemoryJournal:
         if dispatch:
             run.dispatched_at = now
         return Delivery(accepted=True, dispatch=run.ref() if dispatch else None)
-
-    def mark_started_many(self, task_ids: Sequence[str]) -> int:
-        return sum(self.mark_started(task_id) for task_id in task_ids)
 
     def mark_started(self, task_id: str) -> bool:
         with self._lock:

@@ -51,6 +51,9 @@ class Decision:
     result: Any = None
     error: dict[str, Any] | None = None
     reason: str | None = None
+    #: How many of the inbox items given to :meth:`Replayer.decide` were applied; the rest
+    #: arrived after the run ended (a continuation inherits its signals and cancellation).
+    consumed: int = 0
 
 
 @dataclass
@@ -153,7 +156,7 @@ class Replayer:
                 raise NonDeterminismError(self.run_id, None, "history has no run_started event")
             for item in inbox:
                 if self._terminal is not None:
-                    break  # the run has ended; the rest of the inbox is dropped with it
+                    break  # the run has ended; the rest is not this run's to absorb
                 self.now = now
                 out.events.append(
                     NewEvent(
@@ -165,6 +168,7 @@ class Replayer:
                     )
                 )
                 self._apply(item.type, item.command_id, item.attempt, item.data, now, None)
+                out.consumed += 1
                 self._raise_nondeterminism()
         finally:
             self._out = None

@@ -23,14 +23,26 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def create(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for ``url`` with the transaction behaviour the journal relies on."""
+def create(url: str, *, pool_size: int = 5, stall_timeout: float = 5.0) -> Engine:
+    """An engine for ``url`` with the transaction behaviour the journal relies on.
+
+    On Postgres, a session idle inside a transaction for ``stall_timeout`` seconds is ended
+    by the server: a process paused while it holds a run's row lock (SIGSTOP, a VM freeze,
+    a partition) would otherwise keep the run from every other node for as long as it is
+    paused, lease or no lease. Its transaction rolls back, so it wrote nothing.
+    """
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _serialise_sqlite_writers(engine)
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2)
+    options = f"-c idle_in_transaction_session_timeout={max(1, round(stall_timeout * 1000))}"
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        connect_args={"options": options},
+    )
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:

@@ -10,6 +10,7 @@ sit behind the dialect: row locks with ``SKIP LOCKED`` (SQLite serialises writer
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ from orchestrator import payloads, schema, sql_engine
 from orchestrator.errors import LeaseLost
 from orchestrator.events import Event, EventType, RunInfo, RunStatus, timestamp
 from orchestrator.journal import (
+    INHERITED_BY_CONTINUATION,
     Batch,
     Claimed,
     Committed,
@@ -44,6 +46,7 @@ from orchestrator.journal import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 runs, events, inbox, tasks, timers, nodes = (
     schema.runs,
@@ -65,11 +68,18 @@ class SqlJournal:
     """A :class:`~orchestrator.journal.Journal` on Postgres or SQLite."""
 
     def __init__(
-        self, url: str, *, clock: Callable[[], float] = time.time, pool_size: int = 5
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        pool_size: int = 5,
+        stall_timeout: float = 5.0,
+        reconnect_timeout: float = 30.0,
     ) -> None:
         self.url = sql_engine.normalise_url(url)
-        self.engine = sql_engine.create(self.url, pool_size=pool_size)
+        self.engine = sql_engine.create(self.url, pool_size=pool_size, stall_timeout=stall_timeout)
         self.postgres = self.engine.dialect.name == "postgresql"
+        self.reconnect_timeout = reconnect_timeout
         self._clock = clock
         self._listener: psycopg.Connection[Any] | None = None
         self._listener_lock = threading.Lock()
@@ -102,22 +112,28 @@ class SqlJournal:
             yield conn
 
     def _retrying(self, body: Callable[[Connection], T]) -> T:
-        """Run ``body`` in one transaction, again if Postgres broke a deadlock by aborting it.
+        """Run ``body`` in one transaction, again while it fails for a passing reason.
 
-        Commits that reach across runs (a child telling its parent, a parent cancelling its
-        children) lock two run rows in opposite orders; the aborted side rolled back whole,
-        so running it again is safe.
+        Passing reasons: Postgres broke a deadlock by aborting it (commits that reach across
+        runs, a child telling its parent and a parent cancelling its children, lock two run
+        rows in opposite orders), or the connection was lost (a server restart, a session
+        ended by the server). The aborted side rolled back whole, so running it again is
+        safe; one whose COMMIT was lost with its connection may have committed, and running
+        it again is refused by the same guards that make every write idempotent (dedupe
+        keys, the lease's token). Gives up after ``reconnect_timeout`` seconds.
         """
-        for attempt in range(5):
+        deadline = time.monotonic() + self.reconnect_timeout
+        pause = 0.01
+        while True:
             try:
                 with self._tx() as conn:
                     return body(conn)
-            except sa_exc.OperationalError as exc:
-                retryable = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-                if not isinstance(exc.orig, retryable) or attempt == 4:
+            except sa_exc.DBAPIError as exc:
+                if not _passing(exc) or time.monotonic() + pause > deadline:
                     raise
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+                log.warning("journal transaction failed (%s); trying again", exc.orig)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
@@ -241,8 +257,9 @@ class SqlJournal:
 
     # -- the lease holder -------------------------------------------------------------------
     def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
-        with self._tx() as conn:
-            return self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
+        return self._retrying(
+            lambda conn: self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
+        )
 
     def deliver_and_claim(
         self,
@@ -369,6 +386,16 @@ class SqlJournal:
             )
         if status.terminal:
             values["closed_at"] = now
+            if batch.continuation is not None:
+                conn.execute(
+                    inbox.update()
+                    .where(
+                        inbox.c.run_id == lease.run_id,
+                        sa.not_(inbox.c.absorbed),
+                        inbox.c.type.in_([t.value for t in INHERITED_BY_CONTINUATION]),
+                    )
+                    .values(run_id=batch.continuation.run_id)
+                )
             self._drop_leftovers(conn, lease.run_id)
             pending = False
         else:
@@ -556,35 +583,21 @@ class SqlJournal:
         return Delivery(accepted=True, dispatch=ref if dispatch else None)
 
     def mark_started(self, task_id: str) -> bool:
-        now = self._clock()
-        with self._tx() as conn:
-            row = conn.execute(
-                tasks.update()
-                .where(
-                    tasks.c.task_id == task_id,
-                    sa.not_(tasks.c.finished),
-                    tasks.c.started_at.is_(None),
-                )
-                .values(started_at=now, deadline_at=now + tasks.c.timeout_seconds)
-                .returning(tasks.c.task_id)
-            ).first()
-        return row is not None
+        return self._retrying(lambda conn: self._mark_started_x(conn, task_id))
 
-    def mark_started_many(self, task_ids: Sequence[str]) -> int:
-        if not task_ids:
-            return 0
+    def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         now = self._clock()
-        with self._tx() as conn:
-            marked = conn.execute(
-                tasks.update()
-                .where(
-                    tasks.c.task_id.in_(list(task_ids)),
-                    sa.not_(tasks.c.finished),
-                    tasks.c.started_at.is_(None),
-                )
-                .values(started_at=now, deadline_at=now + tasks.c.timeout_seconds)
+        row = conn.execute(
+            tasks.update()
+            .where(
+                tasks.c.task_id == task_id,
+                sa.not_(tasks.c.finished),
+                tasks.c.started_at.is_(None),
             )
-        return int(marked.rowcount)
+            .values(started_at=now, deadline_at=now + tasks.c.timeout_seconds)
+            .returning(tasks.c.task_id)
+        ).first()
+        return row is not None
 
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
@@ -779,6 +792,21 @@ class SqlJournal:
             except psycopg.OperationalError:
                 self._listener = None
                 time.sleep(min(timeout, 1.0))
+
+
+_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+#: Connection exceptions, the server shutting down or not yet up, a session it ended.
+_LOST = ("08", "57P01", "57P02", "57P03", "25P03")
+
+
+def _passing(exc: sa_exc.DBAPIError) -> bool:
+    """Whether a failed transaction may succeed when run again (see ``_retrying``)."""
+    if exc.connection_invalidated or isinstance(exc.orig, _CONFLICTS):
+        return True
+    if not isinstance(exc.orig, psycopg.OperationalError):
+        return False
+    sqlstate = exc.orig.sqlstate
+    return sqlstate is None or sqlstate.startswith(_LOST)
 
 
 def _ref_of(run: NewRun) -> RunRef:

@@ -666,6 +666,37 @@ def test_continue_as_new_links_the_chain_and_resolve_tip_follows_it(
     assert claim(journal, "p").inbox == []  # continuing is not ending
 
 
+def test_a_continuation_inherits_the_signals_and_cancellation_its_predecessor_did_not_absorb(
+    journal: Journal, clock: FakeClock
+) -> None:
+    create(journal)
+    lease = claim(journal).lease
+    # Sent to the chain while its tip decides to continue: not the ending run's to absorb.
+    assert journal.deliver("r1", signal("s1", name="go")).accepted
+    assert journal.deliver("r1", cancel_item("stop")).accepted
+    outcome = InboxItem(
+        dedupe_key=outcome_key(1, 1), type=EventType.ACTIVITY_COMPLETED, command_id=1, attempt=1
+    )
+    assert journal.deliver("r1", outcome).accepted
+    continuation = new_run("r2", correlation_id="r1", continued_from_run_id="r1")
+    batch = Batch(
+        events=[NewEvent(type=EventType.RUN_CONTINUED)],
+        status=RunStatus.CONTINUED,
+        continuation=continuation,
+    )
+    journal.commit(lease, batch)
+
+    inherited = claim(journal, "r2").inbox
+    assert [(i.type, i.dedupe_key) for i in inherited] == [
+        (EventType.SIGNAL_RECEIVED, "s1"),
+        (EventType.CANCEL_REQUESTED, cancel_item(None).dedupe_key),
+    ]
+    assert inherited[0].data == {"name": "go"}
+    assert journal.claim("r1", "w2", 60) is None  # the predecessor keeps nothing to do
+    # A retried send of the same signal is recognised by the continuation.
+    assert not journal.deliver("r2", signal("s1", name="go")).accepted
+
+
 # -- release -------------------------------------------------------------------------------
 def test_release_returns_the_run_with_its_replay_still_in_flight(
     journal: Journal, clock: FakeClock
