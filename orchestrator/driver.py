@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from orchestrator import faults
@@ -93,20 +94,19 @@ class Driver:
         flight or to the dispatcher."""
         cached = self.cache.take(run_id)
         decided: list[tuple[Replayer, Decision]] = []
+        touched: list[bool] = []  # a replay began inside the transaction (it may be retried)
 
         def decide(claimed: Claimed) -> Batch | None:
-            # Called inside the delivering transaction, with the run's row locked: only a
-            # cached replayer that is up to date is quick enough; anything else (or a second
-            # call after a retried transaction) falls back to the two-transaction path.
-            if (
-                cached is None
-                or decided
-                or claimed.history
-                or not self.registry.has(claimed.run.workflow, claimed.run.version)
-            ):
+            # Called inside the delivering transaction, with the run's row locked: the whole
+            # step is one transaction. A second call (the transaction was retried), a version
+            # this node lacks or a replay that fails fall back to claim-then-commit.
+            if touched or not self.registry.has(claimed.run.workflow, claimed.run.version):
                 return None
+            touched.append(True)
             try:
                 replayer, decision, batch = self._decide(claimed, cached)
+            except NonDeterminismError:
+                return None  # the fallback blocks the run, with the reason
             except Exception:
                 log.exception("run %s: replay inside the delivery failed", run_id)
                 return None
@@ -120,24 +120,27 @@ class Driver:
             owner=self.owner,
             ttl=self.settings.lease_ttl,
             after_seq=cached.last_seq if cached else 0,
-            decide=decide if cached is not None else None,
+            decide=decide,
         )
+        # A cached replayer fed inside a transaction that did not commit its decision has
+        # seen events that are not history: it is dropped.
+        trusted = None if touched else cached
         if claimed is None:  # not claimed: the run is someone else's for now
-            if cached is not None:
-                self.cache.put(run_id, cached)
+            if trusted is not None:
+                self.cache.put(run_id, trusted)
             return delivery
+        pending: Claimed | None = claimed
         if committed is not None and decided:
             replayer, decision = decided[-1]
             self._after_commit(claimed.run, replayer, decision, committed)
             if not committed.pending_inbox:
                 return delivery
-            pending: Claimed | None = None  # more facts arrived: claim again, from the cache
-        else:
-            pending = claimed
-            if decided:
-                cached = None  # fed inside a transaction that was retried; replay afresh
+            pending = None  # more facts arrived: claim again, from the cache
+        elif cached is not None and trusted is None:
+            # The claim holds history after the dropped replayer's last event only.
+            pending = replace(claimed, history=self.journal.history(run_id))
         try:
-            self.advance(run_id, claimed=pending, cached=cached if pending else None)
+            self.advance(run_id, claimed=pending, cached=trusted if pending else None)
         except Exception:
             log.exception("run %s: replay after delivery failed; dispatching it", run_id)
             self.publisher.publish_replays([_ref(claimed.run)])

@@ -63,6 +63,56 @@ WAKEUP_CHANNEL = "continuum_wakeup"
 _TERMINAL = tuple(s.value for s in RunStatus if s.terminal)
 _lease_free = sa.or_(runs.c.lease_owner.is_(None), runs.c.lease_expires_at <= sa.bindparam("now"))
 
+# The hot path's statements, built once: executing them only looks up their compiled form,
+# where building them anew on every call costs more CPU than Postgres spends running them.
+_run_param: sa.BindParameter[str] = sa.bindparam("p_run_id")
+_task_param: sa.BindParameter[str] = sa.bindparam("p_task_id")
+_LOCK_FOR_DELIVERY = (
+    sa.select(
+        runs.c.status,
+        runs.c.lease_owner,
+        runs.c.lease_expires_at,
+        runs.c.dispatched_at,
+        runs.c.workflow,
+        runs.c.version,
+    )
+    .where(runs.c.run_id == _run_param)
+    .with_for_update()
+)
+_LOCK_FOR_COMMIT = (
+    sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
+    .where(runs.c.run_id == _run_param)
+    .with_for_update()
+)
+_FINISH_AWAITED_TASK = (
+    tasks.update()
+    .where(tasks.c.task_id == _task_param, tasks.c.run_id == _run_param, sa.not_(tasks.c.finished))
+    .values(finished=True)
+    .returning(tasks.c.task_id)
+)
+_START_TASK = (
+    tasks.update()
+    .where(tasks.c.task_id == _task_param, sa.not_(tasks.c.finished), tasks.c.started_at.is_(None))
+    .values(
+        started_at=sa.bindparam("p_now"),
+        deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
+    )
+    .returning(tasks.c.task_id)
+)
+_PENDING_INBOX = (
+    sa.select(inbox)
+    .where(inbox.c.run_id == _run_param, sa.not_(inbox.c.absorbed))
+    .order_by(inbox.c.id)
+)
+_ANY_PENDING_INBOX = (
+    sa.select(inbox.c.id).where(inbox.c.run_id == _run_param, sa.not_(inbox.c.absorbed)).limit(1)
+)
+_HISTORY = (
+    sa.select(events)
+    .where(events.c.run_id == _run_param, events.c.seq > sa.bindparam("p_after"))
+    .order_by(events.c.seq)
+)
+
 
 class SqlJournal:
     """A :class:`~orchestrator.journal.Journal` on Postgres or SQLite."""
@@ -283,7 +333,7 @@ class SqlJournal:
             batch = decide(claimed) if decide is not None else None
             if batch is None:
                 return Delivery(accepted=True), claimed, None
-            committed = self._commit_x(conn, claimed.lease, batch, release=True)
+            committed = self._commit_x(conn, claimed.lease, batch, release=True, held=claimed)
             return Delivery(accepted=True), claimed, committed
 
         return self._retrying(body)
@@ -317,11 +367,7 @@ class SqlJournal:
         run_id = row.run_id
         # A caller with a cached replayer up to date needs no history at all.
         history = [] if after_seq >= row.last_seq else _history(conn, run_id, after_seq)
-        pending = conn.execute(
-            sa.select(inbox)
-            .where(inbox.c.run_id == run_id, sa.not_(inbox.c.absorbed))
-            .order_by(inbox.c.id)
-        )
+        pending = conn.execute(_PENDING_INBOX, {"p_run_id": run_id})
         items = [_inbox_item(r) for r in pending]
         lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=expires_at)
         return Claimed(
@@ -331,10 +377,22 @@ class SqlJournal:
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
         return self._retrying(lambda conn: self._commit_x(conn, lease, batch, release))
 
-    def _commit_x(self, conn: Connection, lease: Lease, batch: Batch, release: bool) -> Committed:
+    def _commit_x(
+        self,
+        conn: Connection,
+        lease: Lease,
+        batch: Batch,
+        release: bool,
+        held: Claimed | None = None,
+    ) -> Committed:
+        """``held`` is a claim made earlier in this transaction: the run's row is locked by
+        it already, and no inbox item can have arrived since (a delivery locks the row)."""
         now = self._clock()
-        row = self._locked_run(conn, lease)
-        seq = row.last_seq
+        if held is None:
+            row = self._locked_run(conn, lease)
+            seq, prior = row.last_seq, row.status
+        else:
+            seq, prior = held.last_seq, RunStatus.RUNNING.value
         if batch.events:
             rows = []
             for event in batch.events:
@@ -371,7 +429,7 @@ class SqlJournal:
         for child in batch.children:
             if self._insert_run_x(conn, child, now):
                 dispatch.append(_ref_of(child))
-        status = RunStatus(batch.status or row.status)
+        status = RunStatus(batch.status or prior)
         values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
         if batch.continuation is not None:
             if self._insert_run_x(conn, batch.continuation, now):
@@ -398,8 +456,11 @@ class SqlJournal:
                 )
             self._drop_leftovers(conn, lease.run_id)
             pending = False
-        else:
+        elif held is None:
             pending = self._has_pending_inbox(conn, lease.run_id)
+        else:
+            absorbed = set(batch.absorbed)
+            pending = any(item.id not in absorbed for item in held.inbox)
         if release:
             values.update(lease_owner=None, lease_expires_at=None)
             if status is RunStatus.BLOCKED:
@@ -464,22 +525,13 @@ class SqlJournal:
             )
 
     def _locked_run(self, conn: Connection, lease: Lease) -> Any:
-        row = conn.execute(
-            sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
-            .where(runs.c.run_id == lease.run_id)
-            .with_for_update()
-        ).first()
+        row = conn.execute(_LOCK_FOR_COMMIT, {"p_run_id": lease.run_id}).first()
         if row is None or row.lease_owner != lease.owner or row.lease_token != lease.token:
             raise LeaseLost(lease.run_id, lease.owner, lease.token)
         return row
 
     def _has_pending_inbox(self, conn: Connection, run_id: str) -> bool:
-        first = conn.execute(
-            sa.select(inbox.c.id)
-            .where(inbox.c.run_id == run_id, sa.not_(inbox.c.absorbed))
-            .limit(1)
-        ).first()
-        return first is not None
+        return conn.execute(_ANY_PENDING_INBOX, {"p_run_id": run_id}).first() is not None
 
     def _drop_leftovers(self, conn: Connection, run_id: str) -> None:
         conn.execute(inbox.delete().where(inbox.c.run_id == run_id))
@@ -515,29 +567,13 @@ class SqlJournal:
     ) -> Delivery | Claimed:
         """Insert one inbox item. With ``claim_for`` (owner, ttl), a run that would be
         dispatched is claimed instead, in the same row update, and the claim is returned."""
-        row = conn.execute(
-            sa.select(
-                runs.c.status,
-                runs.c.lease_owner,
-                runs.c.lease_expires_at,
-                runs.c.dispatched_at,
-                runs.c.workflow,
-                runs.c.version,
-            )
-            .where(runs.c.run_id == run_id)
-            .with_for_update()
-        ).first()
+        row = conn.execute(_LOCK_FOR_DELIVERY, {"p_run_id": run_id}).first()
         if row is None or row.status in _TERMINAL:
             return Delivery(accepted=False)
         if task_id is not None:
-            waiting = conn.execute(
-                sa.select(tasks.c.task_id).where(
-                    tasks.c.task_id == task_id,
-                    tasks.c.run_id == run_id,
-                    sa.not_(tasks.c.finished),
-                )
-            ).first()
-            if waiting is None:
+            # The attempt's outcome and the task's end are one: its dedupe key is the task's.
+            params = {"p_task_id": task_id, "p_run_id": run_id}
+            if conn.execute(_FINISH_AWAITED_TASK, params).first() is None:
                 return Delivery(accepted=False)  # not an attempt this run is waiting for
         inserted = conn.execute(
             self._insert(inbox)
@@ -556,8 +592,6 @@ class SqlJournal:
         ).first()
         if inserted is None:
             return Delivery(accepted=False)
-        if task_id is not None:
-            conn.execute(tasks.update().where(tasks.c.task_id == task_id).values(finished=True))
         status = row.status
         if status == RunStatus.SUSPENDED.value:
             status = RunStatus.RUNNABLE.value
@@ -586,18 +620,8 @@ class SqlJournal:
         return self._retrying(lambda conn: self._mark_started_x(conn, task_id))
 
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
-        now = self._clock()
-        row = conn.execute(
-            tasks.update()
-            .where(
-                tasks.c.task_id == task_id,
-                sa.not_(tasks.c.finished),
-                tasks.c.started_at.is_(None),
-            )
-            .values(started_at=now, deadline_at=now + tasks.c.timeout_seconds)
-            .returning(tasks.c.task_id)
-        ).first()
-        return row is not None
+        params = {"p_task_id": task_id, "p_now": self._clock()}
+        return conn.execute(_START_TASK, params).first() is not None
 
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
@@ -827,11 +851,7 @@ def _collect(refs: list[RunRef], delivery: Delivery) -> None:
 
 
 def _history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
-    rows = conn.execute(
-        sa.select(events)
-        .where(events.c.run_id == run_id, events.c.seq > after_seq)
-        .order_by(events.c.seq)
-    )
+    rows = conn.execute(_HISTORY, {"p_run_id": run_id, "p_after": after_seq})
     return [
         Event(
             run_id=r.run_id,
