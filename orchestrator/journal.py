@@ -181,6 +181,12 @@ class Delivery:
 INHERITED_BY_CONTINUATION = (EventType.SIGNAL_RECEIVED, EventType.CANCEL_REQUESTED)
 
 
+def collect_dispatch(refs: list[RunRef], delivery: Delivery) -> None:
+    """Add the run a delivery asks to dispatch to ``refs``, once."""
+    if delivery.dispatch is not None and delivery.dispatch not in refs:
+        refs.append(delivery.dispatch)
+
+
 def outcome_key(command_id: int, attempt: int) -> str:
     """Dedupe key of an activity attempt's outcome: completion, failure and timeout share it,
     so exactly one of them is journaled per attempt."""

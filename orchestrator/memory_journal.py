@@ -1,7 +1,6 @@
 """The journal in memory: the same contract as the SQL journal, held in one process.
 
-Payloads are kept as JSON text, as the SQL journal keeps them, so a value that Postgres could
-not store is refused here too, and what a caller reads back is never the object it wrote.
+Its rows, and why they keep payloads as JSON text, are in :mod:`orchestrator.memory_rows`.
 """
 
 from __future__ import annotations
@@ -11,11 +10,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from orchestrator import payloads
 from orchestrator.errors import LeaseLost
-from orchestrator.events import Event, EventType, NewEvent, RunInfo, RunStatus, timestamp
+from orchestrator.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.journal import (
     INHERITED_BY_CONTINUATION,
     Batch,
@@ -29,121 +28,19 @@ from orchestrator.journal import (
     RunRef,
     cancel_item,
     child_outcome_item,
+    collect_dispatch,
     timed_out_item,
     timer_key,
 )
-
-#: Statuses that may need a replay.
-_ACTIVE = frozenset({RunStatus.RUNNABLE, RunStatus.RUNNING, RunStatus.BLOCKED})
-
-
-@dataclass(frozen=True, slots=True)
-class _EventRow:
-    seq: int
-    type: EventType
-    command_id: int | None
-    attempt: int | None
-    data: str
-    at: float
-
-    @classmethod
-    def of(cls, seq: int, event: NewEvent, now: float) -> _EventRow:
-        data = payloads.encode(event.data, f"{event.type} event")
-        at = now if event.at is None else event.at
-        return cls(seq, EventType(event.type), event.command_id, event.attempt, data, at)
-
-    def event(self, run_id: str) -> Event:
-        return Event(
-            run_id=run_id,
-            seq=self.seq,
-            type=self.type,
-            command_id=self.command_id,
-            attempt=self.attempt,
-            data=payloads.decode(self.data),
-            at=timestamp(self.at),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _InboxRow:
-    item: InboxItem  # its ``data`` is never read: ``data`` below is what was stored
-    data: str
-
-    def read(self) -> InboxItem:
-        return replace(self.item, data=payloads.decode(self.data))
-
-
-@dataclass(slots=True)
-class _TaskRow:
-    spec: OutboxTask  # its ``args``/``kwargs`` are never read: the JSON below is what was stored
-    args: str
-    kwargs: str
-    published_at: float | None
-    started_at: float | None = None
-    deadline_at: float | None = None
-    finished: bool = False
-
-    def read(self) -> OutboxTask:
-        return replace(
-            self.spec, args=payloads.decode(self.args), kwargs=payloads.decode(self.kwargs)
-        )
-
-
-@dataclass(slots=True)
-class _Run:
-    new: NewRun  # its ``args`` are never read: ``args`` below is what was stored
-    args: str
-    created_at: float
-    status: RunStatus = RunStatus.RUNNABLE
-    result: str | None = None
-    error: str | None = None
-    reason: str | None = None
-    continued_to_run_id: str | None = None
-    lease_owner: str | None = None
-    lease_token: int = 0
-    lease_expires_at: float | None = None
-    last_seq: int = 1
-    dispatched_at: float | None = None
-    updated_at: float = 0.0
-    closed_at: float | None = None
-    events: list[_EventRow] = field(default_factory=list)
-    inbox: dict[int, _InboxRow] = field(default_factory=dict)
-    #: Dedupe keys taken, absorbed ones included (the SQL journal keeps absorbed rows).
-    keys: set[str] = field(default_factory=set)
-
-    def lease_free(self, now: float) -> bool:
-        return self.lease_owner is None or (
-            self.lease_expires_at is not None and self.lease_expires_at <= now
-        )
-
-    @property
-    def chain(self) -> str:
-        """The continue-as-new chain's id (its root's run id)."""
-        return self.new.correlation_id or self.new.run_id
-
-    def ref(self) -> RunRef:
-        return RunRef(run_id=self.new.run_id, workflow=self.new.workflow, version=self.new.version)
-
-    def info(self) -> RunInfo:
-        new = self.new
-        return RunInfo(
-            run_id=new.run_id,
-            workflow=new.workflow,
-            version=new.version,
-            status=self.status,
-            result=payloads.decode(self.result),
-            error=None if self.error is None else json.loads(self.error),
-            reason=self.reason,
-            parent_run_id=new.parent_run_id,
-            parent_command_id=new.parent_command_id,
-            correlation_id=self.chain,
-            continued_from_run_id=new.continued_from_run_id,
-            continued_to_run_id=self.continued_to_run_id,
-            created_at=timestamp(self.created_at),
-            closed_at=None if self.closed_at is None else timestamp(self.closed_at),
-            args=payloads.decode(self.args),
-            parent_close_policy=new.parent_close_policy,
-        )
+from orchestrator.memory_rows import (
+    ACTIVE,
+    EventRow,
+    InboxRow,
+    RunRow,
+    TaskRow,
+    read_history,
+    task_row,
+)
 
 
 class InMemoryJournal:
@@ -161,8 +58,8 @@ class InMemoryJournal:
         self._closed = threading.Condition(self._lock)
         self._woken = threading.Condition(self._lock)
         self._wakeups = 0
-        self._runs: dict[str, _Run] = {}
-        self._tasks: dict[str, _TaskRow] = {}
+        self._runs: dict[str, RunRow] = {}
+        self._tasks: dict[str, TaskRow] = {}
         self._timers: dict[tuple[str, int], float] = {}
         self._nodes: dict[tuple[str, str, str], float] = {}  # (node, workflow, version) -> beat
         self._inbox_ids = itertools.count(1)
@@ -179,20 +76,20 @@ class InMemoryJournal:
             self._runs[run.run_id] = new
             return True
 
-    def _new_run(self, run: NewRun, now: float) -> _Run:
+    def _new_run(self, run: NewRun, now: float) -> RunRow:
         """The run as stored, not yet inserted (so a payload error leaves nothing behind)."""
         args = payloads.encode(run.args, "workflow arguments")
         started = NewEvent(
             type=EventType.RUN_STARTED,
             data={"workflow": run.workflow, "version": run.version, "args": run.args},
         )
-        return _Run(
+        return RunRow(
             new=run,
             args=args,
             created_at=now,
             dispatched_at=now,
             updated_at=now,
-            events=[_EventRow.of(1, started, now)],
+            events=[EventRow.of(1, started, now)],
         )
 
     def describe(self, run_id: str) -> RunInfo | None:
@@ -217,7 +114,7 @@ class InMemoryJournal:
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
         with self._lock:
             run = self._runs.get(run_id)
-            return [] if run is None else _history(run, after_seq)
+            return [] if run is None else read_history(run, after_seq)
 
     def list_runs(
         self, *, status: RunStatus | None = None, workflow: str | None = None, limit: int = 50
@@ -277,7 +174,7 @@ class InMemoryJournal:
         self, run_id: str, owner: str, ttl: float, after_seq: int, now: float
     ) -> Claimed | None:
         run = self._runs.get(run_id)
-        if run is None or run.status not in _ACTIVE or not run.lease_free(now):
+        if run is None or run.status not in ACTIVE or not run.lease_free(now):
             return None
         run.lease_owner = owner
         run.lease_token += 1
@@ -288,7 +185,7 @@ class InMemoryJournal:
         return Claimed(
             lease=lease,
             run=run.info(),
-            history=_history(run, after_seq),
+            history=read_history(run, after_seq),
             inbox=[row.read() for row in run.inbox.values()],
             last_seq=run.last_seq,
         )
@@ -298,8 +195,8 @@ class InMemoryJournal:
             now = self._clock()
             run = self._leased(lease)
             # Everything that can fail is prepared before the first write.
-            rows = [_EventRow.of(run.last_seq + i, e, now) for i, e in enumerate(batch.events, 1)]
-            tasks = [_task_row(task, now) for task in batch.tasks]
+            rows = [EventRow.of(run.last_seq + i, e, now) for i, e in enumerate(batch.events, 1)]
+            tasks = [task_row(task, now) for task in batch.tasks]
             children = [self._new_run(child, now) for child in batch.children]
             continuation = None
             if batch.continuation is not None:
@@ -342,7 +239,7 @@ class InMemoryJournal:
             return Committed(last_seq=run.last_seq, pending_inbox=pending, dispatch=dispatch)
 
     @staticmethod
-    def _release_after_commit(run: _Run, pending: bool, now: float) -> None:
+    def _release_after_commit(run: RunRow, pending: bool, now: float) -> None:
         run.lease_owner = run.lease_expires_at = None
         if run.status is RunStatus.BLOCKED:
             run.dispatched_at = now  # retried after ``redispatch_after``, not at once
@@ -352,7 +249,7 @@ class InMemoryJournal:
             run.dispatched_at = None  # nothing to replay until the next fact arrives
 
     def _tell_relatives(
-        self, run: _Run, status: RunStatus, batch: Batch, now: float
+        self, run: RunRow, status: RunStatus, batch: Batch, now: float
     ) -> list[RunRef]:
         """Deliver a cancel request to children, and a child's end to its parent."""
         refs: list[RunRef] = []
@@ -363,10 +260,10 @@ class InMemoryJournal:
             refs += self._cancel_children(run, None if reason is None else str(reason), now)
         if ended and run.new.parent_run_id is not None:
             item = child_outcome_item(run.info(), status)
-            _collect(refs, self._deliver(run.new.parent_run_id, item, None, now))
+            collect_dispatch(refs, self._deliver(run.new.parent_run_id, item, None, now))
         return refs
 
-    def _leased(self, lease: Lease) -> _Run:
+    def _leased(self, lease: Lease) -> RunRow:
         run = self._runs.get(lease.run_id)
         if run is None or run.lease_owner != lease.owner or run.lease_token != lease.token:
             raise LeaseLost(lease.run_id, lease.owner, lease.token)
@@ -381,20 +278,20 @@ class InMemoryJournal:
         if len(set(timer_keys)) < len(timer_keys) or any(k in self._timers for k in timer_keys):
             raise ValueError(f"run {run_id}: commit repeats a timer {timer_keys}")
 
-    def _insert(self, run: _Run) -> bool:
+    def _insert(self, run: RunRow) -> bool:
         if run.new.run_id in self._runs:
             return False
         self._runs[run.new.run_id] = run
         return True
 
     @staticmethod
-    def _hand_over(run: _Run, successor: _Run) -> None:
+    def _hand_over(run: RunRow, successor: RunRow) -> None:
         for item_id, row in list(run.inbox.items()):
             if row.item.type in INHERITED_BY_CONTINUATION:
                 successor.inbox[item_id] = run.inbox.pop(item_id)
                 successor.keys.add(row.item.dedupe_key)
 
-    def _drop_leftovers(self, run: _Run) -> None:
+    def _drop_leftovers(self, run: RunRow) -> None:
         run_id = run.new.run_id
         run.inbox.clear()
         for key in [k for k in self._timers if k[0] == run_id]:
@@ -403,7 +300,7 @@ class InMemoryJournal:
             if task.spec.run_id == run_id:
                 task.finished = True
 
-    def _cancel_children(self, parent: _Run, reason: str | None, now: float) -> list[RunRef]:
+    def _cancel_children(self, parent: RunRow, reason: str | None, now: float) -> list[RunRef]:
         parent_id = parent.new.run_id
         item = cancel_item(reason or f"parent {parent_id} was cancelled or ended")
         refs: list[RunRef] = []
@@ -414,7 +311,7 @@ class InMemoryJournal:
                 and new.parent_close_policy == "cancel"
                 and not child.status.terminal
             ):
-                _collect(refs, self._deliver(new.run_id, item, None, now))
+                collect_dispatch(refs, self._deliver(new.run_id, item, None, now))
         return refs
 
     def release(self, lease: Lease, *, reason: str | None = None) -> None:
@@ -446,7 +343,7 @@ class InMemoryJournal:
             return Delivery(accepted=False)  # not an attempt this run is waiting for
         item_id = next(self._inbox_ids)
         stored = replace(item, type=EventType(item.type), id=item_id, at=now)
-        run.inbox[item_id] = _InboxRow(stored, data)
+        run.inbox[item_id] = InboxRow(stored, data)
         run.keys.add(item.dedupe_key)
         if task is not None:
             task.finished = True
@@ -489,7 +386,7 @@ class InMemoryJournal:
                     type=EventType.TIMER_FIRED,
                     command_id=command_id,
                 )
-                _collect(refs, self._deliver(run_id, item, None, now))
+                collect_dispatch(refs, self._deliver(run_id, item, None, now))
             return refs
 
     def expire_tasks(self, limit: int = 100) -> list[RunRef]:
@@ -509,7 +406,7 @@ class InMemoryJournal:
                 item = timed_out_item(
                     spec.command_id, spec.attempt, spec.kind, spec.task_name, spec.timeout_seconds
                 )
-                _collect(refs, self._deliver(spec.run_id, item, spec.task_id, now))
+                collect_dispatch(refs, self._deliver(spec.run_id, item, spec.task_id, now))
                 task.finished = True
             return refs
 
@@ -517,7 +414,7 @@ class InMemoryJournal:
         with self._lock:
             now = self._clock()
 
-            def due(t: _TaskRow) -> bool:
+            def due(t: TaskRow) -> bool:
                 if t.finished:
                     return False
                 if t.published_at is None:
@@ -536,7 +433,7 @@ class InMemoryJournal:
             now = self._clock()
             live = None if node_ttl is None else self._live_versions(now, node_ttl)
 
-            def needs_replay(run: _Run) -> bool:
+            def needs_replay(run: RunRow) -> bool:
                 if run.status is RunStatus.RUNNABLE:
                     return run.lease_free(now)
                 if run.status is RunStatus.RUNNING:
@@ -568,7 +465,7 @@ class InMemoryJournal:
             revived = 0
             for run in self._runs.values():
                 version = (run.new.workflow, run.new.version)
-                if run.status in _ACTIVE and version in wanted - live_before:
+                if run.status in ACTIVE and version in wanted - live_before:
                     run.dispatched_at = None
                     revived += 1
             return revived
@@ -605,25 +502,6 @@ class InMemoryJournal:
     def _wake(self) -> None:
         self._wakeups += 1
         self._woken.notify_all()
-
-
-def _history(run: _Run, after_seq: int) -> list[Event]:
-    return [row.event(run.new.run_id) for row in run.events if row.seq > after_seq]
-
-
-def _task_row(task: OutboxTask, now: float) -> _TaskRow:
-    return _TaskRow(
-        spec=task,
-        args=payloads.encode(task.args, f"arguments of {task.task_name}"),
-        kwargs=payloads.encode(task.kwargs, f"keyword arguments of {task.task_name}"),
-        # A task due now is published by the committer right after the commit.
-        published_at=now if task.available_at <= now else None,
-    )
-
-
-def _collect(refs: list[RunRef], delivery: Delivery) -> None:
-    if delivery.dispatch is not None and delivery.dispatch not in refs:
-        refs.append(delivery.dispatch)
 
 
 __all__ = ["InMemoryJournal"]

@@ -1,33 +1,29 @@
 """The journal on SQL: SQLAlchemy Core over psycopg 3 (Postgres) or sqlite3 (embedded).
 
 Each public method owns one transaction; the bodies that other methods reuse take a
-connection (``_deliver_x``) so they compose into the caller's commit. Postgres-only features
-sit behind the dialect: row locks with ``SKIP LOCKED`` (SQLite serialises writers with
-``BEGIN IMMEDIATE`` instead, see :mod:`orchestrator.sql_engine`) and ``LISTEN/NOTIFY``
-(SQLite waits with a bounded poll).
+connection (``_x`` suffix, e.g. ``_deliver_x``) so they compose into the caller's commit.
+Postgres-only features sit behind the dialect: row locks with ``SKIP LOCKED`` (SQLite
+serialises writers with ``BEGIN IMMEDIATE`` instead, see :mod:`orchestrator.sql_engine`) and
+``LISTEN/NOTIFY`` (SQLite waits with a bounded poll). The module's neighbours:
+:mod:`~orchestrator.sql_connection` (pool, retried transactions, notifications),
+:mod:`~orchestrator.sql_dispatch` (the dispatcher's queries) and :mod:`~orchestrator.sql_rows`
+(rows to records, and the hot path's statements).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
-import psycopg.errors
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
-from orchestrator import payloads, schema, sql_engine
+from orchestrator import payloads, schema
 from orchestrator.errors import LeaseLost
-from orchestrator.events import Event, EventType, RunInfo, RunStatus, timestamp
+from orchestrator.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.journal import (
     INHERITED_BY_CONTINUATION,
     Batch,
@@ -37,153 +33,40 @@ from orchestrator.journal import (
     InboxItem,
     Lease,
     NewRun,
-    OutboxTask,
     RunRef,
     cancel_item,
     child_outcome_item,
-    timed_out_item,
-    timer_key,
+    collect_dispatch,
 )
-
-T = TypeVar("T")
-log = logging.getLogger(__name__)
-
-runs, events, inbox, tasks, timers, nodes = (
-    schema.runs,
-    schema.events,
-    schema.inbox,
-    schema.tasks,
-    schema.timers,
-    schema.nodes,
-)
-
-CLOSED_CHANNEL = "continuum_closed"
-WAKEUP_CHANNEL = "continuum_wakeup"
-
-_TERMINAL = tuple(s.value for s in RunStatus if s.terminal)
-_lease_free = sa.or_(runs.c.lease_owner.is_(None), runs.c.lease_expires_at <= sa.bindparam("now"))
-
-# The hot path's statements, built once: executing them only looks up their compiled form,
-# where building them anew on every call costs more CPU than Postgres spends running them.
-_run_param: sa.BindParameter[str] = sa.bindparam("p_run_id")
-_task_param: sa.BindParameter[str] = sa.bindparam("p_task_id")
-_LOCK_FOR_DELIVERY = (
-    sa.select(
-        runs.c.status,
-        runs.c.lease_owner,
-        runs.c.lease_expires_at,
-        runs.c.dispatched_at,
-        runs.c.workflow,
-        runs.c.version,
-    )
-    .where(runs.c.run_id == _run_param)
-    .with_for_update()
-)
-_LOCK_FOR_COMMIT = (
-    sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
-    .where(runs.c.run_id == _run_param)
-    .with_for_update()
-)
-_FINISH_AWAITED_TASK = (
-    tasks.update()
-    .where(tasks.c.task_id == _task_param, tasks.c.run_id == _run_param, sa.not_(tasks.c.finished))
-    .values(finished=True)
-    .returning(tasks.c.task_id)
-)
-_START_TASK = (
-    tasks.update()
-    .where(tasks.c.task_id == _task_param, sa.not_(tasks.c.finished), tasks.c.started_at.is_(None))
-    .values(
-        started_at=sa.bindparam("p_now"),
-        deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
-    )
-    .returning(tasks.c.task_id)
-)
-_PENDING_INBOX = (
-    sa.select(inbox)
-    .where(inbox.c.run_id == _run_param, sa.not_(inbox.c.absorbed))
-    .order_by(inbox.c.id)
-)
-_ANY_PENDING_INBOX = (
-    sa.select(inbox.c.id).where(inbox.c.run_id == _run_param, sa.not_(inbox.c.absorbed)).limit(1)
-)
-_HISTORY = (
-    sa.select(events)
-    .where(events.c.run_id == _run_param, events.c.seq > sa.bindparam("p_after"))
-    .order_by(events.c.seq)
+from orchestrator.sql_connection import CLOSED_CHANNEL, WAKEUP_CHANNEL
+from orchestrator.sql_dispatch import DispatcherQueries
+from orchestrator.sql_rows import (
+    ANY_PENDING_INBOX,
+    FINISH_AWAITED_TASK,
+    LEASE_FREE,
+    LOCK_FOR_COMMIT,
+    LOCK_FOR_DELIVERY,
+    PENDING_INBOX,
+    START_TASK,
+    TERMINAL,
+    events,
+    inbox,
+    inbox_item,
+    read_history,
+    ref_of,
+    run_info,
+    runs,
+    task_row,
+    tasks,
+    timers,
 )
 
 
-class SqlJournal:
-    """A :class:`~orchestrator.journal.Journal` on Postgres or SQLite."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        clock: Callable[[], float] = time.time,
-        pool_size: int = 5,
-        stall_timeout: float = 5.0,
-        reconnect_timeout: float = 30.0,
-    ) -> None:
-        self.url = sql_engine.normalise_url(url)
-        self.engine = sql_engine.create(self.url, pool_size=pool_size, stall_timeout=stall_timeout)
-        self.postgres = self.engine.dialect.name == "postgresql"
-        self.reconnect_timeout = reconnect_timeout
-        self._clock = clock
-        self._listener: psycopg.Connection[Any] | None = None
-        self._listener_lock = threading.Lock()
-        # A forked worker child must not share its parent's sockets.
-        os.register_at_fork(after_in_child=self._forget_connections)
-
-    def _forget_connections(self) -> None:
-        self.engine.dispose(close=False)
-        self._listener = None
-
-    def close(self) -> None:
-        """Close pooled connections (and the wake-up listener)."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self.engine.dispose()
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _insert(self, table: sa.Table) -> Any:
-        dialect = postgresql if self.postgres else sqlite
-        return dialect.insert(table)
-
-    def _notify(self, conn: Connection, channel: str, payload: str = "") -> None:
-        if self.postgres:
-            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
-
-    def _retrying(self, body: Callable[[Connection], T]) -> T:
-        """Run ``body`` in one transaction, again while it fails for a passing reason.
-
-        Passing reasons: Postgres broke a deadlock by aborting it (commits that reach across
-        runs, a child telling its parent and a parent cancelling its children, lock two run
-        rows in opposite orders), or the connection was lost (a server restart, a session
-        ended by the server). The aborted side rolled back whole, so running it again is
-        safe; one whose COMMIT was lost with its connection may have committed, and running
-        it again is refused by the same guards that make every write idempotent (dedupe
-        keys, the lease's token). Gives up after ``reconnect_timeout`` seconds.
-        """
-        deadline = time.monotonic() + self.reconnect_timeout
-        pause = 0.01
-        while True:
-            try:
-                with self._tx() as conn:
-                    return body(conn)
-            except sa_exc.DBAPIError as exc:
-                if not _passing(exc) or time.monotonic() + pause > deadline:
-                    raise
-                log.warning("journal transaction failed (%s); trying again", exc.orig)
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+class SqlJournal(DispatcherQueries):
+    """A :class:`~orchestrator.journal.Journal` on Postgres or SQLite: runs, the lease
+    holder's claims and commits, and facts from outside. Connections and transactions are
+    :class:`~orchestrator.sql_connection.SqlConnection`'s, the dispatcher's queries
+    :class:`~orchestrator.sql_dispatch.DispatcherQueries`'."""
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
@@ -251,11 +134,11 @@ class SqlJournal:
     def describe(self, run_id: str) -> RunInfo | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
-        return None if row is None else _run_info(row)
+        return None if row is None else run_info(row)
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
         with self.engine.connect() as conn:
-            return _history(conn, run_id, after_seq)
+            return read_history(conn, run_id, after_seq)
 
     def list_runs(
         self, *, status: RunStatus | None = None, workflow: str | None = None, limit: int = 50
@@ -266,7 +149,7 @@ class SqlJournal:
         if workflow is not None:
             query = query.where(runs.c.workflow == workflow)
         with self.engine.connect() as conn:
-            return [_run_info(row) for row in conn.execute(query)]
+            return [run_info(row) for row in conn.execute(query)]
 
     def wait_closed(self, run_id: str, timeout: float | None) -> RunInfo | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -298,12 +181,6 @@ class SqlJournal:
             remaining = 0.5 if deadline is None else deadline - time.monotonic()
             time.sleep(max(0.0, min(pause, remaining)))
             pause = min(pause * 2, 0.5)
-
-    def _conninfo(self) -> str:
-        url = self.engine.url
-        params = url.translate_connect_args(username="user", database="dbname")
-        params.update({k: v for k, v in url.query.items() if isinstance(v, str)})
-        return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})
 
     # -- the lease holder -------------------------------------------------------------------
     def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
@@ -345,7 +222,7 @@ class SqlJournal:
             runs.update()
             .where(runs.c.run_id == run_id)
             .where(runs.c.status.in_(schema.ACTIVE_STATUSES))
-            .where(_lease_free)
+            .where(LEASE_FREE)
             .values(
                 lease_owner=owner,
                 lease_token=runs.c.lease_token + 1,
@@ -366,12 +243,12 @@ class SqlJournal:
         """What a claim returns, read in the claiming transaction."""
         run_id = row.run_id
         # A caller with a cached replayer up to date needs no history at all.
-        history = [] if after_seq >= row.last_seq else _history(conn, run_id, after_seq)
-        pending = conn.execute(_PENDING_INBOX, {"p_run_id": run_id})
-        items = [_inbox_item(r) for r in pending]
+        history = [] if after_seq >= row.last_seq else read_history(conn, run_id, after_seq)
+        pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
+        items = [inbox_item(r) for r in pending]
         lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=expires_at)
         return Claimed(
-            lease=lease, run=_run_info(row), history=history, inbox=items, last_seq=row.last_seq
+            lease=lease, run=run_info(row), history=history, inbox=items, last_seq=row.last_seq
         )
 
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
@@ -416,7 +293,7 @@ class SqlJournal:
                 .values(absorbed=True)
             )
         if batch.tasks:
-            conn.execute(tasks.insert(), [_task_row(t, now) for t in batch.tasks])
+            conn.execute(tasks.insert(), [task_row(t, now) for t in batch.tasks])
         if batch.timers:
             conn.execute(
                 timers.insert(),
@@ -428,12 +305,12 @@ class SqlJournal:
         dispatch: list[RunRef] = []
         for child in batch.children:
             if self._insert_run_x(conn, child, now):
-                dispatch.append(_ref_of(child))
+                dispatch.append(ref_of(child))
         status = RunStatus(batch.status or prior)
         values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
         if batch.continuation is not None:
             if self._insert_run_x(conn, batch.continuation, now):
-                dispatch.append(_ref_of(batch.continuation))
+                dispatch.append(ref_of(batch.continuation))
             values["continued_to_run_id"] = batch.continuation.run_id
         if batch.status is not None:
             values.update(
@@ -477,9 +354,9 @@ class SqlJournal:
             reason = batch.reason if status.terminal else _cancel_reason(batch)
             dispatch += self._cancel_children_x(conn, lease.run_id, reason, now)
         if status.terminal and status is not RunStatus.CONTINUED and ended.parent_run_id:
-            info = _run_info(ended)
+            info = run_info(ended)
             item = child_outcome_item(info, status)
-            _collect(dispatch, self._deliver_x(conn, ended.parent_run_id, item, None, now))
+            collect_dispatch(dispatch, self._deliver_x(conn, ended.parent_run_id, item, None, now))
         if status.terminal:
             self._notify(conn, CLOSED_CHANNEL, lease.run_id)
         if batch.timers or any(t.available_at > now for t in batch.tasks):
@@ -493,13 +370,13 @@ class SqlJournal:
             sa.select(runs.c.run_id).where(
                 runs.c.parent_run_id == run_id,
                 runs.c.parent_close_policy == "cancel",
-                runs.c.status.not_in(_TERMINAL),
+                runs.c.status.not_in(TERMINAL),
             )
         ).scalars()
         refs: list[RunRef] = []
         item = cancel_item(reason or f"parent {run_id} was cancelled or ended")
         for child in list(children):
-            _collect(refs, self._deliver_x(conn, child, item, None, now))
+            collect_dispatch(refs, self._deliver_x(conn, child, item, None, now))
         return refs
 
     def release(self, lease: Lease, *, reason: str | None = None) -> None:
@@ -525,13 +402,13 @@ class SqlJournal:
             )
 
     def _locked_run(self, conn: Connection, lease: Lease) -> Any:
-        row = conn.execute(_LOCK_FOR_COMMIT, {"p_run_id": lease.run_id}).first()
+        row = conn.execute(LOCK_FOR_COMMIT, {"p_run_id": lease.run_id}).first()
         if row is None or row.lease_owner != lease.owner or row.lease_token != lease.token:
             raise LeaseLost(lease.run_id, lease.owner, lease.token)
         return row
 
     def _has_pending_inbox(self, conn: Connection, run_id: str) -> bool:
-        return conn.execute(_ANY_PENDING_INBOX, {"p_run_id": run_id}).first() is not None
+        return conn.execute(ANY_PENDING_INBOX, {"p_run_id": run_id}).first() is not None
 
     def _drop_leftovers(self, conn: Connection, run_id: str) -> None:
         conn.execute(inbox.delete().where(inbox.c.run_id == run_id))
@@ -567,13 +444,13 @@ class SqlJournal:
     ) -> Delivery | Claimed:
         """Insert one inbox item. With ``claim_for`` (owner, ttl), a run that would be
         dispatched is claimed instead, in the same row update, and the claim is returned."""
-        row = conn.execute(_LOCK_FOR_DELIVERY, {"p_run_id": run_id}).first()
-        if row is None or row.status in _TERMINAL:
+        row = conn.execute(LOCK_FOR_DELIVERY, {"p_run_id": run_id}).first()
+        if row is None or row.status in TERMINAL:
             return Delivery(accepted=False)
         if task_id is not None:
             # The attempt's outcome and the task's end are one: its dedupe key is the task's.
             params = {"p_task_id": task_id, "p_run_id": run_id}
-            if conn.execute(_FINISH_AWAITED_TASK, params).first() is None:
+            if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
                 return Delivery(accepted=False)  # not an attempt this run is waiting for
         inserted = conn.execute(
             self._insert(inbox)
@@ -621,220 +498,7 @@ class SqlJournal:
 
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         params = {"p_task_id": task_id, "p_now": self._clock()}
-        return conn.execute(_START_TASK, params).first() is not None
-
-    # -- the dispatcher ---------------------------------------------------------------------
-    def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
-        now = self._clock()
-        with self._tx() as conn:
-            due = conn.execute(
-                sa.select(timers.c.run_id, timers.c.command_id)
-                .join(runs, runs.c.run_id == timers.c.run_id)
-                .where(timers.c.fire_at <= now)
-                .order_by(timers.c.fire_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=runs)
-            ).all()
-            refs: list[RunRef] = []
-            for run_id, command_id in due:
-                conn.execute(
-                    timers.delete().where(
-                        timers.c.run_id == run_id, timers.c.command_id == command_id
-                    )
-                )
-                item = InboxItem(
-                    dedupe_key=timer_key(command_id),
-                    type=EventType.TIMER_FIRED,
-                    command_id=command_id,
-                )
-                _collect(refs, self._deliver_x(conn, run_id, item, None, now))
-        return refs
-
-    def expire_tasks(self, limit: int = 100) -> list[RunRef]:
-        now = self._clock()
-        with self._tx() as conn:
-            expired = conn.execute(
-                sa.select(
-                    tasks.c.task_id,
-                    tasks.c.run_id,
-                    tasks.c.command_id,
-                    tasks.c.attempt,
-                    tasks.c.kind,
-                    tasks.c.task_name,
-                    tasks.c.timeout_seconds,
-                )
-                .join(runs, runs.c.run_id == tasks.c.run_id)
-                .where(sa.not_(tasks.c.finished), tasks.c.deadline_at <= now)
-                .order_by(tasks.c.deadline_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=runs)
-            ).all()
-            refs: list[RunRef] = []
-            for task in expired:
-                item = timed_out_item(
-                    task.command_id, task.attempt, task.kind, task.task_name, task.timeout_seconds
-                )
-                delivery = self._deliver_x(conn, task.run_id, item, task.task_id, now)
-                conn.execute(
-                    tasks.update().where(tasks.c.task_id == task.task_id).values(finished=True)
-                )
-                _collect(refs, delivery)
-        return refs
-
-    def take_unpublished(self, *, republish_after: float, limit: int = 100) -> list[OutboxTask]:
-        now = self._clock()
-        with self._tx() as conn:
-            rows = conn.execute(
-                sa.select(tasks)
-                .where(sa.not_(tasks.c.finished))
-                .where(
-                    sa.or_(
-                        sa.and_(tasks.c.published_at.is_(None), tasks.c.available_at <= now),
-                        sa.and_(
-                            tasks.c.started_at.is_(None),
-                            tasks.c.published_at <= now - republish_after,
-                        ),
-                    )
-                )
-                .order_by(tasks.c.available_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if rows:
-                conn.execute(
-                    tasks.update()
-                    .where(tasks.c.task_id.in_([r.task_id for r in rows]))
-                    .values(published_at=now)
-                )
-        return [_outbox_task(r) for r in rows]
-
-    def take_runnable(
-        self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None
-    ) -> list[RunRef]:
-        now = self._clock()
-        needs_replay = sa.or_(
-            sa.and_(runs.c.status == RunStatus.RUNNABLE.value, _lease_free),
-            sa.and_(runs.c.status == RunStatus.RUNNING.value, runs.c.lease_expires_at <= now),
-            runs.c.status == RunStatus.BLOCKED.value,
-        )
-        not_in_flight = sa.or_(
-            runs.c.dispatched_at.is_(None), runs.c.dispatched_at <= now - redispatch_after
-        )
-        query = (
-            sa.select(runs.c.run_id, runs.c.workflow, runs.c.version)
-            .where(runs.c.status.in_(schema.ACTIVE_STATUSES), needs_replay, not_in_flight)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        if node_ttl is not None:
-            query = query.where(
-                sa.exists().where(
-                    nodes.c.workflow == runs.c.workflow,
-                    nodes.c.version == runs.c.version,
-                    nodes.c.heartbeat_at > now - node_ttl,
-                )
-            )
-        with self._tx() as conn:
-            rows = conn.execute(query, {"now": now}).all()
-            if rows:
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.run_id.in_([r.run_id for r in rows]))
-                    .values(dispatched_at=now)
-                )
-        return [RunRef(run_id=r.run_id, workflow=r.workflow, version=r.version) for r in rows]
-
-    def register_node(
-        self, node_id: str, versions: Sequence[tuple[str, str]], *, node_ttl: float
-    ) -> int:
-        now = self._clock()
-        wanted = set(versions)
-        with self._tx() as conn:
-            live_before = self._live_versions_x(conn, now, node_ttl)
-            conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
-            if wanted:
-                conn.execute(
-                    nodes.insert(),
-                    [
-                        {"node_id": node_id, "workflow": w, "version": v, "heartbeat_at": now}
-                        for w, v in sorted(wanted)
-                    ],
-                )
-            revived = 0
-            for workflow, version in sorted(wanted - live_before):
-                revived += conn.execute(
-                    runs.update()
-                    .where(
-                        runs.c.status.in_(schema.ACTIVE_STATUSES),
-                        runs.c.workflow == workflow,
-                        runs.c.version == version,
-                    )
-                    .values(dispatched_at=None)
-                ).rowcount
-        return revived
-
-    def unregister_node(self, node_id: str) -> None:
-        with self._tx() as conn:
-            conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
-
-    def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
-        with self.engine.connect() as conn:
-            return self._live_versions_x(conn, self._clock(), node_ttl)
-
-    def _live_versions_x(self, conn: Connection, now: float, ttl: float) -> set[tuple[str, str]]:
-        rows = conn.execute(
-            sa.select(nodes.c.workflow, nodes.c.version)
-            .where(nodes.c.heartbeat_at > now - ttl)
-            .distinct()
-        )
-        return {(r.workflow, r.version) for r in rows}
-
-    def next_wakeup(self) -> float | None:
-        with self.engine.connect() as conn:
-            timer = conn.execute(sa.select(sa.func.min(timers.c.fire_at))).scalar()
-            task = conn.execute(
-                sa.select(sa.func.min(tasks.c.available_at)).where(
-                    sa.not_(tasks.c.finished), tasks.c.published_at.is_(None)
-                )
-            ).scalar()
-        due = [t for t in (timer, task) if t is not None]
-        return min(due) if due else None
-
-    def wait_wakeup(self, timeout: float) -> None:
-        if timeout <= 0:
-            return
-        if not self.postgres:
-            time.sleep(timeout)
-            return
-        with self._listener_lock:
-            try:
-                if self._listener is None or self._listener.closed:
-                    self._listener = psycopg.connect(self._conninfo(), autocommit=True)
-                    self._listener.execute(f"LISTEN {WAKEUP_CHANNEL}")
-                for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                    break
-            except psycopg.OperationalError:
-                self._listener = None
-                time.sleep(min(timeout, 1.0))
-
-
-_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
-#: Connection exceptions, the server shutting down or not yet up, a session it ended.
-_LOST = ("08", "57P01", "57P02", "57P03", "25P03")
-
-
-def _passing(exc: sa_exc.DBAPIError) -> bool:
-    """Whether a failed transaction may succeed when run again (see ``_retrying``)."""
-    if exc.connection_invalidated or isinstance(exc.orig, _CONFLICTS):
-        return True
-    if not isinstance(exc.orig, psycopg.OperationalError):
-        return False
-    sqlstate = exc.orig.sqlstate
-    return sqlstate is None or sqlstate.startswith(_LOST)
-
-
-def _ref_of(run: NewRun) -> RunRef:
-    return RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)
+        return conn.execute(START_TASK, params).first() is not None
 
 
 def _cancel_reason(batch: Batch) -> str | None:
@@ -843,97 +507,6 @@ def _cancel_reason(batch: Batch) -> str | None:
             reason = event.data.get("reason")
             return None if reason is None else str(reason)
     return None
-
-
-def _collect(refs: list[RunRef], delivery: Delivery) -> None:
-    if delivery.dispatch is not None and delivery.dispatch not in refs:
-        refs.append(delivery.dispatch)
-
-
-def _history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
-    rows = conn.execute(_HISTORY, {"p_run_id": run_id, "p_after": after_seq})
-    return [
-        Event(
-            run_id=r.run_id,
-            seq=r.seq,
-            type=EventType(r.type),
-            command_id=r.command_id,
-            attempt=r.attempt,
-            data=payloads.decode(r.data),
-            at=timestamp(r.at),
-        )
-        for r in rows
-    ]
-
-
-def _run_info(row: Row[Any]) -> RunInfo:
-    return RunInfo(
-        run_id=row.run_id,
-        workflow=row.workflow,
-        version=row.version,
-        status=RunStatus(row.status),
-        result=payloads.decode(row.result),
-        error=None if row.error is None else json.loads(row.error),
-        reason=row.reason,
-        parent_run_id=row.parent_run_id,
-        parent_command_id=row.parent_command_id,
-        correlation_id=row.correlation_id,
-        continued_from_run_id=row.continued_from_run_id,
-        continued_to_run_id=row.continued_to_run_id,
-        created_at=timestamp(row.created_at),
-        closed_at=None if row.closed_at is None else timestamp(row.closed_at),
-        args=payloads.decode(row.args),
-        parent_close_policy=row.parent_close_policy,
-    )
-
-
-def _inbox_item(row: Row[Any]) -> InboxItem:
-    return InboxItem(
-        dedupe_key=row.dedupe_key,
-        type=EventType(row.type),
-        command_id=row.command_id,
-        attempt=row.attempt,
-        data=payloads.decode(row.data),
-        id=row.id,
-        at=row.at,
-    )
-
-
-def _task_row(task: OutboxTask, now: float) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "run_id": task.run_id,
-        "command_id": task.command_id,
-        "attempt": task.attempt,
-        "kind": task.kind,
-        "task_name": task.task_name,
-        "args": payloads.encode(task.args, f"arguments of {task.task_name}"),
-        "kwargs": payloads.encode(task.kwargs, f"keyword arguments of {task.task_name}"),
-        "queue": task.queue,
-        "timeout_seconds": task.timeout_seconds,
-        "target_activity_id": task.target_activity_id,
-        "available_at": task.available_at,
-        "created_at": now,
-        "published_at": now if task.available_at <= now else None,
-        "finished": False,
-    }
-
-
-def _outbox_task(row: Row[Any]) -> OutboxTask:
-    return OutboxTask(
-        task_id=row.task_id,
-        run_id=row.run_id,
-        command_id=row.command_id,
-        attempt=row.attempt,
-        task_name=row.task_name,
-        args=payloads.decode(row.args),
-        kwargs=payloads.decode(row.kwargs),
-        kind=row.kind,
-        queue=row.queue,
-        available_at=row.available_at,
-        timeout_seconds=row.timeout_seconds,
-        target_activity_id=row.target_activity_id,
-    )
 
 
 __all__ = ["SqlJournal"]

@@ -1,0 +1,168 @@
+"""How the journal's records map to SQL rows, and the statements of its hot path.
+
+The hot path's statements are built once: executing them only looks up their compiled
+form, where building them anew on every call costs more CPU than Postgres spends running
+them. The functions turn rows into the journal's records and back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from orchestrator import payloads, schema
+from orchestrator.events import Event, EventType, RunInfo, RunStatus, timestamp
+from orchestrator.journal import InboxItem, NewRun, OutboxTask, RunRef
+
+runs, events, inbox, tasks, timers, nodes = (
+    schema.runs,
+    schema.events,
+    schema.inbox,
+    schema.tasks,
+    schema.timers,
+    schema.nodes,
+)
+
+TERMINAL = tuple(s.value for s in RunStatus if s.terminal)
+LEASE_FREE = sa.or_(runs.c.lease_owner.is_(None), runs.c.lease_expires_at <= sa.bindparam("now"))
+
+_run_param: sa.BindParameter[str] = sa.bindparam("p_run_id")
+_task_param: sa.BindParameter[str] = sa.bindparam("p_task_id")
+LOCK_FOR_DELIVERY = (
+    sa.select(
+        runs.c.status,
+        runs.c.lease_owner,
+        runs.c.lease_expires_at,
+        runs.c.dispatched_at,
+        runs.c.workflow,
+        runs.c.version,
+    )
+    .where(runs.c.run_id == _run_param)
+    .with_for_update()
+)
+LOCK_FOR_COMMIT = (
+    sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
+    .where(runs.c.run_id == _run_param)
+    .with_for_update()
+)
+FINISH_AWAITED_TASK = (
+    tasks.update()
+    .where(tasks.c.task_id == _task_param, tasks.c.run_id == _run_param, sa.not_(tasks.c.finished))
+    .values(finished=True)
+    .returning(tasks.c.task_id)
+)
+START_TASK = (
+    tasks.update()
+    .where(tasks.c.task_id == _task_param, sa.not_(tasks.c.finished), tasks.c.started_at.is_(None))
+    .values(
+        started_at=sa.bindparam("p_now"),
+        deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
+    )
+    .returning(tasks.c.task_id)
+)
+PENDING_INBOX = (
+    sa.select(inbox)
+    .where(inbox.c.run_id == _run_param, sa.not_(inbox.c.absorbed))
+    .order_by(inbox.c.id)
+)
+ANY_PENDING_INBOX = (
+    sa.select(inbox.c.id).where(inbox.c.run_id == _run_param, sa.not_(inbox.c.absorbed)).limit(1)
+)
+HISTORY = (
+    sa.select(events)
+    .where(events.c.run_id == _run_param, events.c.seq > sa.bindparam("p_after"))
+    .order_by(events.c.seq)
+)
+
+
+def ref_of(run: NewRun) -> RunRef:
+    return RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)
+
+
+def read_history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
+    rows = conn.execute(HISTORY, {"p_run_id": run_id, "p_after": after_seq})
+    return [
+        Event(
+            run_id=r.run_id,
+            seq=r.seq,
+            type=EventType(r.type),
+            command_id=r.command_id,
+            attempt=r.attempt,
+            data=payloads.decode(r.data),
+            at=timestamp(r.at),
+        )
+        for r in rows
+    ]
+
+
+def run_info(row: Row[Any]) -> RunInfo:
+    return RunInfo(
+        run_id=row.run_id,
+        workflow=row.workflow,
+        version=row.version,
+        status=RunStatus(row.status),
+        result=payloads.decode(row.result),
+        error=None if row.error is None else json.loads(row.error),
+        reason=row.reason,
+        parent_run_id=row.parent_run_id,
+        parent_command_id=row.parent_command_id,
+        correlation_id=row.correlation_id,
+        continued_from_run_id=row.continued_from_run_id,
+        continued_to_run_id=row.continued_to_run_id,
+        created_at=timestamp(row.created_at),
+        closed_at=None if row.closed_at is None else timestamp(row.closed_at),
+        args=payloads.decode(row.args),
+        parent_close_policy=row.parent_close_policy,
+    )
+
+
+def inbox_item(row: Row[Any]) -> InboxItem:
+    return InboxItem(
+        dedupe_key=row.dedupe_key,
+        type=EventType(row.type),
+        command_id=row.command_id,
+        attempt=row.attempt,
+        data=payloads.decode(row.data),
+        id=row.id,
+        at=row.at,
+    )
+
+
+def task_row(task: OutboxTask, now: float) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "run_id": task.run_id,
+        "command_id": task.command_id,
+        "attempt": task.attempt,
+        "kind": task.kind,
+        "task_name": task.task_name,
+        "args": payloads.encode(task.args, f"arguments of {task.task_name}"),
+        "kwargs": payloads.encode(task.kwargs, f"keyword arguments of {task.task_name}"),
+        "queue": task.queue,
+        "timeout_seconds": task.timeout_seconds,
+        "target_activity_id": task.target_activity_id,
+        "available_at": task.available_at,
+        "created_at": now,
+        "published_at": now if task.available_at <= now else None,
+        "finished": False,
+    }
+
+
+def outbox_task(row: Row[Any]) -> OutboxTask:
+    return OutboxTask(
+        task_id=row.task_id,
+        run_id=row.run_id,
+        command_id=row.command_id,
+        attempt=row.attempt,
+        task_name=row.task_name,
+        args=payloads.decode(row.args),
+        kwargs=payloads.decode(row.kwargs),
+        kind=row.kind,
+        queue=row.queue,
+        available_at=row.available_at,
+        timeout_seconds=row.timeout_seconds,
+        target_activity_id=row.target_activity_id,
+    )
