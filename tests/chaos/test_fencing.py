@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from orchestrator.journal import (
     Batch,
     InboxItem,
     NewRun,
-    OutboxTask,
     RunRef,
     Timer,
     outcome_key,
@@ -40,6 +40,7 @@ from orchestrator.journal import (
 from orchestrator.publisher import RecordingPublisher
 from orchestrator.registry import Registry
 from orchestrator.sql_journal import SqlJournal
+from tests.builders import new_run, task
 from tests.chaos.conftest import Cluster, lease_pid, retrying, wait_for
 from tests.chaos.invariants_db import Executions, check_runs, read_executions
 from tests.conftest import FakeClock
@@ -52,19 +53,6 @@ def scheduled(command_id: int, attempt: int, by: str) -> NewEvent:
         command_id=command_id,
         attempt=attempt,
         data={"task": "shop.charge", "by": by},
-    )
-
-
-def outbox(run_id: str, command_id: int, attempt: int, by: str) -> OutboxTask:
-    return OutboxTask(
-        task_id=task_id_for(run_id, command_id, attempt),
-        run_id=run_id,
-        command_id=command_id,
-        attempt=attempt,
-        task_name="shop.charge",
-        args=[by],
-        kwargs={},
-        timeout_seconds=10,
     )
 
 
@@ -83,7 +71,7 @@ def test_a_paused_lease_holder_is_fenced_off_and_writes_nothing(
 ) -> None:
     journal = SqlJournal(postgres_url, clock=clock)
     try:
-        assert journal.create_run(NewRun(run_id="r1", workflow="wf", version="1", args=[]))
+        assert journal.create_run(new_run("r1"))
         a = journal.claim("r1", "node-a", ttl=3)
         assert a is not None
         clock.advance(1)
@@ -95,7 +83,10 @@ def test_a_paused_lease_holder_is_fenced_off_and_writes_nothing(
         # B decides while holding the lease, and A, resumed, tries to commit its own decision.
         journal.commit(
             b.lease,
-            Batch(events=[scheduled(1, 1, "b")], tasks=[outbox("r1", 1, 1, "b")]),
+            Batch(
+                events=[scheduled(1, 1, "b")],
+                tasks=[task(args=["b"], kwargs={}, timeout_seconds=10)],
+            ),
             release=False,
         )
         stale = Batch(
@@ -104,7 +95,7 @@ def test_a_paused_lease_holder_is_fenced_off_and_writes_nothing(
                 NewEvent(type=EventType.TIMER_STARTED, command_id=2, data={"by": "a"}),
                 NewEvent(type=EventType.RUN_COMPLETED, data={"result": "a"}),
             ],
-            tasks=[outbox("r1", 1, 1, "a")],
+            tasks=[task(args=["a"], kwargs={}, timeout_seconds=10)],
             timers=[Timer(run_id="r1", command_id=2, fire_at=clock())],
             status=RunStatus.COMPLETED,
             result="a",
@@ -357,6 +348,33 @@ def test_the_db_invariants_report_broken_links_leftovers_and_extra_executions(
 
 
 # -- library bugs found by the chaos suite -----------------------------------------------------
+@pytest.fixture
+def one_worker(postgres_url: str, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Starts a cluster of one single-process worker (w1) and a dispatcher (d1), with the
+    given settings; stops it after the test."""
+    clusters: list[Cluster] = []
+
+    def start(**settings: Any) -> Cluster:
+        cluster = Cluster(tmp_path / "cluster", journal_url=postgres_url, settings=settings)
+        clusters.append(cluster)
+        cluster.add_worker("w1", concurrency=1)
+        cluster.add_dispatcher("d1")
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()
+
+
+def wait_started(cluster: Cluster, task_id: str) -> None:
+    wait_for(
+        lambda: read_executions(cluster.effects).started[task_id],
+        30,
+        "the activity to start",
+        every=0.005,
+    )
+
+
 async def relay(ctx: WorkflowContext, generation: int) -> Any:
     if generation == 0:
         return await ctx.continue_as_new(1)
@@ -459,7 +477,7 @@ def test_a_writer_paused_inside_its_commit_does_not_hold_the_run_past_its_lease(
             failures.append(exc)
 
     try:
-        holder.create_run(NewRun(run_id="r1", workflow="wf", version="1", args=[]))
+        holder.create_run(new_run("r1"))
         claimed = holder.claim("r1", "node-a", ttl=ttl)
         assert claimed is not None
         sa.event.listen(holder.engine, "before_cursor_execute", pause_in_commit)
@@ -493,85 +511,59 @@ def test_a_writer_paused_inside_its_commit_does_not_hold_the_run_past_its_lease(
 
 @pytest.mark.timeout(180)
 def test_an_activity_queued_longer_than_republish_after_runs_once(
-    postgres_url: str, tmp_path: Path
+    one_worker: Callable[..., Cluster],
 ) -> None:
-    cluster = Cluster(
-        tmp_path / "cluster", journal_url=postgres_url, settings={"republish_after": 2}
-    )
-    try:
-        # One process: the second activity of the fan-out waits 3s behind the first.
-        cluster.add_worker("w1", concurrency=1)
-        cluster.add_dispatcher("d1")
-        handle = cluster.orc.start("chaos.fan", 2, 3.0)
-        assert cluster.orc.result(handle.run_id, timeout=60) == [0, 2]
-        # Any re-published copy still queued or running is counted too.
-        cluster.wait_quiet(60)
-        executions = read_executions(cluster.effects)
-        report = check_runs(cluster.url, [handle.run_id], executions)
-        assert report.attempts == 2
-        assert report.problems == [], report.problems
-        assert executions.total == 2, dict(executions.started)
-    finally:
-        cluster.stop()
+    # One process: the second activity of the fan-out waits 3s behind the first.
+    cluster = one_worker(republish_after=2)
+    handle = cluster.orc.start("chaos.fan", 2, 3.0)
+    assert cluster.orc.result(handle.run_id, timeout=60) == [0, 2]
+    # Any re-published copy still queued or running is counted too.
+    cluster.wait_quiet(60)
+    executions = read_executions(cluster.effects)
+    report = check_runs(cluster.url, [handle.run_id], executions)
+    assert report.attempts == 2
+    assert report.problems == [], report.problems
+    assert executions.total == 2, dict(executions.started)
 
 
 @pytest.mark.timeout(180)
 def test_an_attempt_killed_just_after_it_started_times_out_and_is_retried(
-    postgres_url: str, tmp_path: Path
+    one_worker: Callable[..., Cluster],
 ) -> None:
-    cluster = Cluster(tmp_path / "cluster", journal_url=postgres_url)
-    try:
-        cluster.add_worker("w1", concurrency=1)
-        cluster.add_dispatcher("d1")
-        handle = cluster.orc.start("chaos.seq", 1, 7, 3.0)
-        task_id = task_id_for(handle.run_id, 1, 1)
-        wait_for(
-            lambda: read_executions(cluster.effects).started[task_id],
-            30,
-            "the activity to start",
-            every=0.005,
-        )
-        cluster.signal("w1", signal.SIGKILL)  # a few milliseconds into the activity
-        cluster.start("w1")
-        assert cluster.orc.result(handle.run_id, timeout=60) == 7
-        history = cluster.orc.history(handle.run_id)
-        executions = read_executions(cluster.effects)
-        report = check_runs(cluster.url, [handle.run_id], executions)
-        assert report.problems == [], (report.problems, [(e.type, e.attempt) for e in history])
-        assert (EventType.ACTIVITY_TIMED_OUT, 1) in [(e.type, e.attempt) for e in history]
-    finally:
-        cluster.stop()
+    cluster = one_worker()
+    handle = cluster.orc.start("chaos.seq", 1, 7, 3.0)
+    wait_started(cluster, task_id_for(handle.run_id, 1, 1))
+    cluster.signal("w1", signal.SIGKILL)  # a few milliseconds into the activity
+    cluster.start("w1")
+    assert cluster.orc.result(handle.run_id, timeout=60) == 7
+    history = cluster.orc.history(handle.run_id)
+    executions = read_executions(cluster.effects)
+    report = check_runs(cluster.url, [handle.run_id], executions)
+    assert report.problems == [], (report.problems, [(e.type, e.attempt) for e in history])
+    assert (EventType.ACTIVITY_TIMED_OUT, 1) in [(e.type, e.attempt) for e in history]
 
 
 @pytest.mark.timeout(180)
 def test_an_outcome_survives_a_journal_connection_dropped_during_the_activity(
-    postgres_url: str, tmp_path: Path
+    one_worker: Callable[..., Cluster],
 ) -> None:
-    cluster = Cluster(tmp_path / "cluster", journal_url=postgres_url)
-    try:
-        cluster.add_worker("w1", concurrency=1)
-        cluster.add_dispatcher("d1")
-        handle = cluster.orc.start("chaos.seq", 1, 11, 2.0)
-        task_id = task_id_for(handle.run_id, 1, 1)
-        wait_for(
-            lambda: read_executions(cluster.effects).started[task_id], 30, "the activity to start"
-        )
-        time.sleep(0.7)  # inside the 2s activity, after its start was recorded
-        # The database drops every session (as a restart would); the server stays up.
-        cluster.query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        # (The test's own sessions were dropped too: its first read may fail.)
-        result = retrying(lambda: cluster.orc.result(handle.run_id, timeout=60), "result", 90)
-        assert result == 11
-        cluster.wait_quiet(60)
-        history = [(e.type, e.attempt) for e in cluster.orc.history(handle.run_id)]
-        executions = read_executions(cluster.effects)
-        assert history[1:3] == [
-            (EventType.ACTIVITY_SCHEDULED, 1),
-            (EventType.ACTIVITY_COMPLETED, 1),
-        ], f"the finished execution's outcome was not journaled: {history}"
-        assert executions.total == 1, dict(executions.started)
-    finally:
-        cluster.stop()
+    cluster = one_worker()
+    handle = cluster.orc.start("chaos.seq", 1, 11, 2.0)
+    # The start is journaled before the body runs: the 2s activity is under way.
+    wait_started(cluster, task_id_for(handle.run_id, 1, 1))
+    # The database drops every session (as a restart would); the server stays up.
+    cluster.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    # (The test's own sessions were dropped too: its first read may fail.)
+    result = retrying(lambda: cluster.orc.result(handle.run_id, timeout=60), "result", 90)
+    assert result == 11
+    cluster.wait_quiet(60)
+    history = [(e.type, e.attempt) for e in cluster.orc.history(handle.run_id)]
+    executions = read_executions(cluster.effects)
+    assert history[1:3] == [
+        (EventType.ACTIVITY_SCHEDULED, 1),
+        (EventType.ACTIVITY_COMPLETED, 1),
+    ], f"the finished execution's outcome was not journaled: {history}"
+    assert executions.total == 1, dict(executions.started)

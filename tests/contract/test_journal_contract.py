@@ -26,8 +26,6 @@ from orchestrator.journal import (
     InboxItem,
     Journal,
     Lease,
-    NewRun,
-    OutboxTask,
     RunRef,
     Timer,
     cancel_item,
@@ -35,6 +33,7 @@ from orchestrator.journal import (
     task_id_for,
     timer_key,
 )
+from tests.builders import new_run, task
 from tests.conftest import FakeClock
 
 T = TypeVar("T")
@@ -42,10 +41,6 @@ THREADS = 8
 
 
 # -- helpers -------------------------------------------------------------------------------
-def new_run(run_id: str = "r1", workflow: str = "wf", version: str = "1", **kw: Any) -> NewRun:
-    return NewRun(run_id=run_id, workflow=workflow, version=version, args=kw.pop("args", []), **kw)
-
-
 def create(journal: Journal, run_id: str = "r1", **kw: Any) -> None:
     assert journal.create_run(new_run(run_id, **kw))
 
@@ -77,19 +72,6 @@ def marker(n: int, **data: Any) -> NewEvent:
 
 def signal(key: str, **data: Any) -> InboxItem:
     return InboxItem(dedupe_key=key, type=EventType.SIGNAL_RECEIVED, data=data)
-
-
-def task(run_id: str = "r1", command_id: int = 1, attempt: int = 1, **kw: Any) -> OutboxTask:
-    return OutboxTask(
-        task_id=task_id_for(run_id, command_id, attempt),
-        run_id=run_id,
-        command_id=command_id,
-        attempt=attempt,
-        task_name="shop.charge",
-        args=kw.pop("args", ["order-1", 100]),
-        kwargs=kw.pop("kwargs", {"currency": "EUR"}),
-        **kw,
-    )
 
 
 def seqs(journal: Journal, run_id: str = "r1") -> list[int]:

@@ -1,0 +1,24 @@
+"""Records the journal tests build over and over: a run to create, an outbox task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.journal import NewRun, OutboxTask, task_id_for
+
+
+def new_run(run_id: str = "r1", workflow: str = "wf", version: str = "1", **kw: Any) -> NewRun:
+    return NewRun(run_id=run_id, workflow=workflow, version=version, args=kw.pop("args", []), **kw)
+
+
+def task(run_id: str = "r1", command_id: int = 1, attempt: int = 1, **kw: Any) -> OutboxTask:
+    return OutboxTask(
+        task_id=task_id_for(run_id, command_id, attempt),
+        run_id=run_id,
+        command_id=command_id,
+        attempt=attempt,
+        task_name="shop.charge",
+        args=kw.pop("args", ["order-1", 100]),
+        kwargs=kw.pop("kwargs", {"currency": "EUR"}),
+        **kw,
+    )
