@@ -37,12 +37,21 @@ def create(url: str, *, pool_size: int = 5, stall_timeout: float = 5.0) -> Engin
         _serialise_sqlite_writers(engine)
         return engine
     options = f"-c idle_in_transaction_session_timeout={max(1, round(stall_timeout * 1000))}"
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         connect_args={"options": options},
     )
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    event.listen(engine, "do_executemany", _one_at_a_time)
+    return engine
+
+
+def _one_at_a_time(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+    for params in parameters:
+        cursor.execute(statement, params)
+    return True
 
 
 def _serialise_sqlite_writers(engine: Engine) -> None:
