@@ -146,7 +146,10 @@ class Client:
                 self.publisher.publish_replays([delivery.dispatch])
             if delivery.accepted:
                 return
-            info = self.describe(tip)
+            # This run, not its chain's tip: it may have continued since it was looked up.
+            info = self.journal.describe(tip)
+            if info is None:
+                raise UnknownRun(tip)
             if info.status is not RunStatus.CONTINUED:
                 if info.status.terminal:
                     raise RunClosed(tip, info.status.value, what)

@@ -455,6 +455,43 @@ def test_a_signal_arriving_during_the_replay_that_continues_reaches_the_continua
         journal.close()
 
 
+@pytest.mark.parametrize("fact", ["signal", "cancel"])
+def test_a_fact_sent_as_the_run_continues_as_new_reaches_the_continuation(
+    postgres_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, fact: str
+) -> None:
+    """The client looked the chain's tip up just before the tip continued as new: its
+    delivery is refused by the ended run and must go on to the continuation."""
+    journal = SqlJournal(postgres_url, clock=clock)
+    registry = Registry()
+    registry.add(relay, name="relay", version="1")
+    publisher = RecordingPublisher()
+    settings = Settings(journal_url=postgres_url)
+    driver = Driver(journal, registry, publisher, settings, owner="w1", clock=clock)
+    client = Client(journal, registry, publisher, settings)
+    deliver = journal.deliver
+
+    def continue_first(run_id: str, item: Any, **kw: Any) -> Any:
+        if run_id == "root":
+            driver.advance(run_id)  # generation 0 continues as new meanwhile
+        return deliver(run_id, item, **kw)
+
+    try:
+        root = client.start("relay", 0, run_id="root")
+        monkeypatch.setattr(journal, "deliver", continue_first)
+        if fact == "signal":
+            client.signal(root, "go", "payload", signal_id="s1")
+        else:
+            client.cancel(root, "no longer needed")
+        tip = journal.resolve_tip(root)
+        assert tip is not None and tip != root
+        driver.advance(tip)
+        kinds = [e.type for e in journal.history(tip)]
+        expected = EventType.SIGNAL_RECEIVED if fact == "signal" else EventType.CANCEL_REQUESTED
+        assert expected in kinds, f"{fact} lost: the continuation has {[k.value for k in kinds]}"
+    finally:
+        journal.close()
+
+
 @pytest.mark.timeout(60)
 def test_a_writer_paused_inside_its_commit_does_not_hold_the_run_past_its_lease(
     postgres_url: str,
