@@ -70,11 +70,17 @@ class SqlConnection:
             conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self, one_statement: bool = False) -> Iterator[Connection]:
+        """A transaction; for ``one_statement`` on Postgres, none: a single statement is
+        atomic on its own, and BEGIN and COMMIT would be two more round trips."""
+        if one_statement and self.postgres:
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            return
         with self.engine.begin() as conn:
             yield conn
 
-    def _retrying(self, body: Callable[[Connection], T]) -> T:
+    def _retrying(self, body: Callable[[Connection], T], *, one_statement: bool = False) -> T:
         """Run ``body`` in one transaction, again while it fails for a passing reason.
 
         Passing reasons: Postgres broke a deadlock by aborting it (commits that reach across
@@ -89,7 +95,7 @@ class SqlConnection:
         pause = 0.01
         while True:
             try:
-                with self._tx() as conn:
+                with self._tx(one_statement) as conn:
                     return body(conn)
             except sa_exc.DBAPIError as exc:
                 if not _passing(exc) or time.monotonic() + pause > deadline:

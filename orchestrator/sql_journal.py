@@ -12,6 +12,7 @@ serialises writers with ``BEGIN IMMEDIATE`` instead, see :mod:`orchestrator.sql_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from orchestrator.sql_connection import CLOSED_CHANNEL, WAKEUP_CHANNEL
 from orchestrator.sql_dispatch import DispatcherQueries
 from orchestrator.sql_rows import (
     ANY_PENDING_INBOX,
+    CLAIM_FOR_DELIVERY,
     FINISH_AWAITED_TASK,
     LEASE_FREE,
     LOCK_FOR_COMMIT,
@@ -202,9 +204,15 @@ class SqlJournal(DispatcherQueries):
         def body(conn: Connection) -> tuple[Delivery, Claimed | None, Committed | None]:
             now = self._clock()
             claim = (owner, ttl)
-            claimed = self._deliver_or_claim_x(
-                conn, run_id, item, task_id, now, claim_for=claim, after_seq=after_seq
-            )
+            claimed: Delivery | Claimed | None = None
+            if task_id is not None:
+                claimed = self._claim_for_outcome_x(
+                    conn, run_id, item, task_id, claim, now, after_seq
+                )
+            if claimed is None:
+                claimed = self._deliver_or_claim_x(
+                    conn, run_id, item, task_id, now, claim_for=claim, after_seq=after_seq
+                )
             if not isinstance(claimed, Claimed):
                 return claimed, None, None
             batch = decide(claimed) if decide is not None else None
@@ -213,7 +221,41 @@ class SqlJournal(DispatcherQueries):
             committed = self._commit_x(conn, claimed.lease, batch, release=True, held=claimed)
             return Delivery(accepted=True), claimed, committed
 
-        return self._retrying(body)
+        try:
+            return self._retrying(body)
+        except _NotAwaited:
+            return Delivery(accepted=False), None, None
+
+    def _claim_for_outcome_x(
+        self,
+        conn: Connection,
+        run_id: str,
+        item: InboxItem,
+        task_id: str,
+        claim_for: tuple[str, float],
+        now: float,
+        after_seq: int,
+    ) -> Claimed | None:
+        """An activity's outcome, on the hot path: the run is claimed first, in one statement,
+        then its task finished and the outcome inserted. ``None`` when the run cannot be
+        claimed now (the general path delivers the outcome then); :class:`_NotAwaited`, which
+        rolls the claim back with the transaction, when the run does not wait for it."""
+        owner, ttl = claim_for
+        params = {"p_run_id": run_id, "p_owner": owner, "p_expires": now + ttl, "now": now}
+        row = conn.execute(CLAIM_FOR_DELIVERY, params).first()
+        if row is None:
+            return None
+        finished = conn.execute(FINISH_AWAITED_TASK, {"p_task_id": task_id, "p_run_id": run_id})
+        if finished.first() is None:
+            raise _NotAwaited
+        data = payloads.encode(item.data, f"{item.type} inbox item")
+        item_id = self._insert_inbox_x(conn, run_id, item, data, now)
+        if item_id is None:
+            raise _NotAwaited
+        only = None
+        if not row.inbox_pending:
+            only = [dataclasses.replace(item, id=item_id, at=now, data=payloads.decode(data))]
+        return self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox=only)
 
     def _claim_x(
         self, conn: Connection, run_id: str, owner: str, ttl: float, after_seq: int, now: float
@@ -238,17 +280,25 @@ class SqlJournal(DispatcherQueries):
         return self._claimed_x(conn, row, owner, now + ttl, after_seq)
 
     def _claimed_x(
-        self, conn: Connection, row: Any, owner: str, expires_at: float, after_seq: int
+        self,
+        conn: Connection,
+        row: Any,
+        owner: str,
+        expires_at: float,
+        after_seq: int,
+        inbox: list[InboxItem] | None = None,
     ) -> Claimed:
-        """What a claim returns, read in the claiming transaction."""
+        """What a claim returns, read in the claiming transaction (``inbox``, when the
+        caller knows it already)."""
         run_id = row.run_id
         # A caller with a cached replayer up to date needs no history at all.
         history = [] if after_seq >= row.last_seq else read_history(conn, run_id, after_seq)
-        pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
-        items = [inbox_item(r) for r in pending]
+        if inbox is None:
+            pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
+            inbox = [inbox_item(r) for r in pending]
         lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=expires_at)
         return Claimed(
-            lease=lease, run=run_info(row), history=history, inbox=items, last_seq=row.last_seq
+            lease=lease, run=run_info(row), history=history, inbox=inbox, last_seq=row.last_seq
         )
 
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
@@ -452,22 +502,8 @@ class SqlJournal(DispatcherQueries):
             params = {"p_task_id": task_id, "p_run_id": run_id}
             if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
                 return Delivery(accepted=False)  # not an attempt this run is waiting for
-        inserted = conn.execute(
-            self._insert(inbox)
-            .values(
-                run_id=run_id,
-                dedupe_key=item.dedupe_key,
-                type=EventType(item.type).value,
-                command_id=item.command_id,
-                attempt=item.attempt,
-                data=payloads.encode(item.data, f"{item.type} inbox item"),
-                at=now,
-                absorbed=False,
-            )
-            .on_conflict_do_nothing(index_elements=["run_id", "dedupe_key"])
-            .returning(inbox.c.id)
-        ).first()
-        if inserted is None:
+        data = payloads.encode(item.data, f"{item.type} inbox item")
+        if self._insert_inbox_x(conn, run_id, item, data, now) is None:
             return Delivery(accepted=False)
         status = row.status
         if status == RunStatus.SUSPENDED.value:
@@ -493,12 +529,38 @@ class SqlJournal(DispatcherQueries):
         ref = RunRef(run_id=run_id, workflow=row.workflow, version=row.version)
         return Delivery(accepted=True, dispatch=ref if dispatch else None)
 
+    def _insert_inbox_x(
+        self, conn: Connection, run_id: str, item: InboxItem, data: str, now: float
+    ) -> int | None:
+        """Insert ``item`` (its payload encoded as ``data``); its id, or ``None`` when the run
+        has that dedupe key already."""
+        inserted = conn.execute(
+            self._insert(inbox)
+            .values(
+                run_id=run_id,
+                dedupe_key=item.dedupe_key,
+                type=EventType(item.type).value,
+                command_id=item.command_id,
+                attempt=item.attempt,
+                data=data,
+                at=now,
+                absorbed=False,
+            )
+            .on_conflict_do_nothing(index_elements=["run_id", "dedupe_key"])
+            .returning(inbox.c.id)
+        ).first()
+        return None if inserted is None else int(inserted.id)
+
     def mark_started(self, task_id: str) -> bool:
-        return self._retrying(lambda conn: self._mark_started_x(conn, task_id))
+        return self._retrying(lambda conn: self._mark_started_x(conn, task_id), one_statement=True)
 
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         params = {"p_task_id": task_id, "p_now": self._clock()}
         return conn.execute(START_TASK, params).first() is not None
+
+
+class _NotAwaited(Exception):
+    """The outcome is not one the run waits for: the hot path's claim is rolled back."""
 
 
 def _cancel_reason(batch: Batch) -> str | None:

@@ -43,6 +43,34 @@ LOCK_FOR_DELIVERY = (
     .where(runs.c.run_id == _run_param)
     .with_for_update()
 )
+#: The hot path's claim: a run that a delivery would dispatch (not blocked, not ended, lease
+#: free, no replay in flight) is leased to the deliverer in one statement, which also says
+#: whether other inbox items wait.
+CLAIM_FOR_DELIVERY = (
+    runs.update()
+    .where(
+        runs.c.run_id == _run_param,
+        runs.c.status.in_(
+            [RunStatus.RUNNABLE.value, RunStatus.RUNNING.value, RunStatus.SUSPENDED.value]
+        ),
+        LEASE_FREE,
+        runs.c.dispatched_at.is_(None),
+    )
+    .values(
+        lease_owner=sa.bindparam("p_owner"),
+        lease_token=runs.c.lease_token + 1,
+        lease_expires_at=sa.bindparam("p_expires"),
+        status=RunStatus.RUNNING.value,
+        dispatched_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(
+        *runs.c,
+        sa.exists()
+        .where(inbox.c.run_id == runs.c.run_id, sa.not_(inbox.c.absorbed))
+        .label("inbox_pending"),
+    )
+)
 LOCK_FOR_COMMIT = (
     sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
     .where(runs.c.run_id == _run_param)

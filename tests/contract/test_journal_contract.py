@@ -1154,6 +1154,58 @@ def test_deliver_and_claim_is_one_step_for_a_free_run(journal: Journal) -> None:
     assert not dup.accepted and nothing is None
 
 
+def test_deliver_and_claim_of_an_outcome_not_awaited_claims_and_writes_nothing(
+    journal: Journal,
+) -> None:
+    create(journal)
+    suspend(journal, tasks=[task()])
+    stray = InboxItem(
+        dedupe_key=outcome_key(2, 1),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=2,
+        attempt=1,
+        data={"result": "stray"},
+    )
+    delivery, claimed, committed = journal.deliver_and_claim(
+        "r1", stray, task_id=task(command_id=2).task_id, owner="w1", ttl=30
+    )
+    assert delivery == Delivery(accepted=False) and claimed is None and committed is None
+    assert status(journal) is RunStatus.SUSPENDED
+    # Nothing was left behind: the awaited outcome makes the next claim, and is all it finds.
+    outcome = InboxItem(
+        dedupe_key=outcome_key(1, 1), type=EventType.ACTIVITY_COMPLETED, command_id=1, attempt=1
+    )
+    _, claimed, _ = journal.deliver_and_claim(
+        "r1", outcome, task_id=task().task_id, owner="w2", ttl=30
+    )
+    assert claimed is not None and claimed.lease.token == 2
+    assert [i.dedupe_key for i in claimed.inbox] == [outcome_key(1, 1)]
+
+
+def test_deliver_and_claim_hands_over_earlier_inbox_items_first(journal: Journal) -> None:
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+    outcome = InboxItem(
+        dedupe_key=outcome_key(1, 1),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=1,
+        attempt=1,
+        data={"result": ("ch", 1)},
+    )
+    journal.deliver("r1", signal("s1"))  # a replay of r1 is on its way now
+    # The node that could replay it went away and came back: r1 is dispatchable again, with
+    # the signal waiting; the outcome's deliverer claims it and gets both, in order.
+    assert journal.register_node("n1", [("wf", "1")], node_ttl=60) == 1
+    _, claimed, _ = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30
+    )
+    assert claimed is not None
+    assert [i.dedupe_key for i in claimed.inbox] == ["s1", outcome_key(1, 1)]
+    # The payload reads as it will on every later replay: as JSON carries it.
+    assert claimed.inbox[-1].data == {"result": ["ch", 1]} and claimed.inbox[-1].id is not None
+
+
 def test_deliver_and_claim_commits_what_decide_returns_in_the_same_step(
     journal: Journal,
 ) -> None:
