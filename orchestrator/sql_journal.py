@@ -42,15 +42,18 @@ from orchestrator.journal import (
 from orchestrator.sql_connection import CLOSED_CHANNEL, WAKEUP_CHANNEL
 from orchestrator.sql_dispatch import DispatcherQueries
 from orchestrator.sql_rows import (
+    ABSORB,
     ANY_PENDING_INBOX,
     CLAIM_FOR_DELIVERY,
     FINISH_AWAITED_TASK,
+    INSERT_INBOX,
     LEASE_FREE,
     LOCK_FOR_COMMIT,
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
     START_TASK,
     TERMINAL,
+    UPDATE_RUN,
     events,
     inbox,
     inbox_item,
@@ -337,11 +340,8 @@ class SqlJournal(DispatcherQueries):
                 )
             conn.execute(events.insert(), rows)
         if batch.absorbed:
-            conn.execute(
-                inbox.update()
-                .where(inbox.c.run_id == lease.run_id, inbox.c.id.in_(list(batch.absorbed)))
-                .values(absorbed=True)
-            )
+            params = {"p_run_id": lease.run_id, "p_ids": list(batch.absorbed), "absorbed": True}
+            conn.execute(ABSORB, params)
         if batch.tasks:
             conn.execute(tasks.insert(), [task_row(t, now) for t in batch.tasks])
         if batch.timers:
@@ -396,9 +396,7 @@ class SqlJournal(DispatcherQueries):
                 values["status"] = RunStatus.RUNNABLE.value
             else:
                 values["dispatched_at"] = None
-        ended = conn.execute(
-            runs.update().where(runs.c.run_id == lease.run_id).values(**values).returning(*runs.c)
-        ).one()
+        ended = conn.execute(UPDATE_RUN, {"p_run_id": lease.run_id, **values}).one()
         cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)
         if cancelled or (status.terminal and status is not RunStatus.CONTINUED):
             reason = batch.reason if status.terminal else _cancel_reason(batch)
@@ -534,21 +532,17 @@ class SqlJournal(DispatcherQueries):
     ) -> int | None:
         """Insert ``item`` (its payload encoded as ``data``); its id, or ``None`` when the run
         has that dedupe key already."""
-        inserted = conn.execute(
-            self._insert(inbox)
-            .values(
-                run_id=run_id,
-                dedupe_key=item.dedupe_key,
-                type=EventType(item.type).value,
-                command_id=item.command_id,
-                attempt=item.attempt,
-                data=data,
-                at=now,
-                absorbed=False,
-            )
-            .on_conflict_do_nothing(index_elements=["run_id", "dedupe_key"])
-            .returning(inbox.c.id)
-        ).first()
+        values = {
+            "run_id": run_id,
+            "dedupe_key": item.dedupe_key,
+            "type": EventType(item.type).value,
+            "command_id": item.command_id,
+            "attempt": item.attempt,
+            "data": data,
+            "at": now,
+            "absorbed": False,
+        }
+        inserted = conn.execute(INSERT_INBOX[self.engine.dialect.name], values).first()
         return None if inserted is None else int(inserted.id)
 
     def mark_started(self, task_id: str) -> bool:
