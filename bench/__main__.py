@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import fanout, idle, latency, long_run, report, throughput
+from bench import fanout, idle, journal_step, latency, long_run, report, throughput
 from bench.cluster import ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
@@ -27,6 +27,7 @@ Run = Callable[[Cluster, Sizes, set[str]], dict[str, Figures]]
 GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (throughput.NAMES, throughput.run),
     (latency.NAMES, latency.run),
+    (journal_step.NAMES, journal_step.run),
     (fanout.NAMES, fanout.run),
     (long_run.NAMES, long_run.run),
     (idle.NAMES, idle.run),

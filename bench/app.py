@@ -17,8 +17,10 @@ from typing import Any
 
 from celery import Celery, chain
 from celery.signals import after_task_publish
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
-from bench.counters import PublishCounter
+from bench.counters import ProcessCounter
 from orchestrator import Orchestrator, WorkflowContext
 
 PREFIX = os.environ.get("CONTINUUM_BENCH_PREFIX", "continuum-bench")
@@ -45,14 +47,21 @@ app.conf.update(
 )
 orc = Orchestrator(app, queue=f"{PREFIX}-orchestrator")
 
-_counter = PublishCounter.from_env()
+_counter = ProcessCounter.from_env()
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _count_statement(*_: Any) -> None:
+    """Counts every SQL statement this process sends (the journal's, the client's)."""
+    if _counter is not None:
+        _counter.count_statement()
 
 
 @after_task_publish.connect(weak=False)
 def _count_publish(sender: str | None = None, headers: Any = None, **_: Any) -> None:
     """Counts every message this process publishes, by kind (replay, activity, other)."""
     if _counter is not None:
-        _counter.count(sender, headers)
+        _counter.count_publish(sender, headers)
 
 
 @app.task(name="bench.noop")

@@ -132,7 +132,7 @@ class Cluster:
     # -- lifecycle --------------------------------------------------------------------------
     def fresh(self, label: str) -> None:
         """A new, migrated database and newly started worker and dispatcher."""
-        self._stop_processes()
+        self.stop_processes()
         self._drop_database()
         with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
@@ -180,14 +180,15 @@ class Cluster:
     def close(self) -> None:
         """Stop the processes, drop the database and delete this run's Redis keys."""
         try:
-            self._stop_processes()
+            self.stop_processes()
         finally:
             try:
                 self._drop_database()
             finally:
                 self._delete_redis_keys()
 
-    def _stop_processes(self) -> None:
+    def stop_processes(self) -> None:
+        """Stop the worker and the dispatcher (a scenario that drives the journal itself)."""
         for proc in (self.dispatcher, self.worker):
             if proc is not None:
                 proc.stop()
@@ -258,9 +259,10 @@ class Cluster:
         """Poll a ``count(*)`` query until it reaches ``n``."""
         wait_for(lambda: self.scalar(query, *params) >= n, timeout, what)
 
-    def published(self) -> dict[str, int]:
-        """Messages published so far by all benchmark processes, by kind."""
-        return counters.published(self.counts)
+    def counted(self) -> dict[str, int]:
+        """Messages published, by kind, and SQL statements sent so far by all benchmark
+        processes (see :mod:`bench.counters`)."""
+        return counters.totals(self.counts)
 
     @property
     def worker_pgrp(self) -> int:

@@ -1,10 +1,12 @@
-"""Counts the Celery messages every benchmark process publishes, without a broker round trip.
+"""Counts what every benchmark process sends: Celery messages and SQL statements.
 
-Redis's ``INFO commandstats`` would count pushes, but it is server-wide and the Redis the
-benchmark uses is shared with other users, so its deltas would include their traffic. Instead
-each process (client, dispatcher, worker and its pool children) counts its own publishes from
-Celery's ``after_task_publish`` signal into a small memory-mapped file named after its pid;
-the harness sums the files. Counting costs a few memory writes per message.
+Redis's ``INFO commandstats`` would count pushes, and ``pg_stat_statements`` statements, but
+the Redis is shared with other users and the extension is not loaded everywhere. Instead each
+process (client, dispatcher, worker and its pool children) counts its own into a small
+memory-mapped file named after its pid; the harness sums the files. Messages are counted from
+Celery's ``after_task_publish`` signal, statements from SQLAlchemy's ``before_cursor_execute``
+(a BEGIN or COMMIT the driver sends is not a statement here). Counting costs a few memory
+writes per event.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 COUNTS_ENV = "CONTINUUM_BENCH_COUNTS"
-KINDS = ("replay", "activity", "other")
+KINDS = ("replay", "activity", "other", "sql")
 _LAYOUT = struct.Struct(f"<{len(KINDS)}q")
 
 
-class PublishCounter:
-    """Per-process message counts, by kind, in ``<directory>/<pid>.count``."""
+class ProcessCounter:
+    """Per-process counts, by kind, in ``<directory>/<pid>.count``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -32,19 +34,24 @@ class PublishCounter:
         self._counts = [0] * len(KINDS)
 
     @classmethod
-    def from_env(cls) -> PublishCounter | None:
+    def from_env(cls) -> ProcessCounter | None:
         directory = os.environ.get(COUNTS_ENV)
         return cls(Path(directory)) if directory else None
 
-    def count(self, task_name: str | None, headers: Any) -> None:
+    def count_publish(self, task_name: str | None, headers: Any) -> None:
         if task_name == "orchestrator.replay":
-            kind = 0
+            self._add(0)
         elif isinstance(headers, dict) and "continuum_run_id" in headers:
-            kind = 1
+            self._add(1)
         else:
-            kind = 2
+            self._add(2)
+
+    def count_statement(self) -> None:
+        self._add(3)
+
+    def _add(self, kind: int) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # first publish here, or a forked pool child
+            if self._pid != os.getpid():  # first count here, or a forked pool child
                 self._open()
             self._counts[kind] += 1
             assert self._map is not None
@@ -60,12 +67,12 @@ class PublishCounter:
             self._map = mmap.mmap(fh.fileno(), _LAYOUT.size)
 
 
-def published(directory: Path) -> dict[str, int]:
-    """Messages published so far by every process that counted into ``directory``."""
-    totals = dict.fromkeys(KINDS, 0)
+def totals(directory: Path) -> dict[str, int]:
+    """Counts so far of every process that counted into ``directory``, by kind."""
+    found = dict.fromkeys(KINDS, 0)
     for path in directory.glob("*.count"):
         data = path.read_bytes()
         if len(data) == _LAYOUT.size:
             for kind, value in zip(KINDS, _LAYOUT.unpack(data), strict=True):
-                totals[kind] += value
-    return totals
+                found[kind] += value
+    return found

@@ -101,7 +101,8 @@ NOTES = [
     "half of w10, so it counts every transaction there (client starts, dispatcher passes, "
     "heartbeats); read 11 s after the work, once Postgres has flushed its counters.",
     "messages: counted by every process from Celery's after_task_publish (Redis INFO "
-    "commandstats is server-wide and the Redis is shared).",
+    "commandstats is server-wide and the Redis is shared); SQL statements likewise from "
+    "SQLAlchemy's before_cursor_execute (the driver's BEGIN and COMMIT not included).",
     "CPU: utime+stime from /proc over each process group; RSS: largest VmHWM among the "
     "worker's pool children, reset (clear_refs) before the measured phase; its rise is over "
     "that child's VmRSS at the start of the phase.",

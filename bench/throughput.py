@@ -11,11 +11,11 @@ the outcome is written to the store the caller reads it from.
 
 The ``commits`` figures are taken around the workflow half of the same repetition:
 transactions committed in the journal database (every client's, the dispatcher's idle passes
-and the worker heartbeats included), messages published (counted by each process, see
-:mod:`bench.counters`), CPU time of the worker's and the dispatcher's process groups, of this
-client and of the Postgres server processes serving the journal database's connections
-(connections opened and closed within the window are missed), and the worker processes'
-peak resident memory.
+and the worker heartbeats included), messages published and SQL statements sent (counted by
+each process, see :mod:`bench.counters`), CPU time of the worker's and the dispatcher's
+process groups, of this client and of the Postgres server processes serving the journal
+database's connections (connections opened and closed within the window are missed), and
+the worker processes' peak resident memory.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from celery.result import ResultSet
 
 from bench import probes
 from bench.cluster import STATS_SETTLE, Cluster
+from bench.counters import KINDS
 from bench.plan import Sizes
 from bench.stats import Figures, percentile, ratio
+
+MESSAGES = [k for k in KINDS if k != "sql"]
 
 NAMES = ("w10", "commits")
 WORKFLOW = "bench.sequence"
@@ -58,7 +61,7 @@ def _workflows(cluster: Cluster, sizes: Sizes, rep: int, *, settle: bool) -> dic
     if settle:
         time.sleep(STATS_SETTLE)
     commits0 = cluster.commits()
-    published0 = cluster.published()
+    counted0 = cluster.counted()
     worker0 = probes.group_cpu(cluster.worker_pgrp)
     dispatcher0 = probes.group_cpu(cluster.dispatcher_pgrp)
     client0 = probes.self_cpu()
@@ -79,7 +82,7 @@ def _workflows(cluster: Cluster, sizes: Sizes, rep: int, *, settle: bool) -> dic
     dispatcher_cpu = probes.group_cpu(cluster.dispatcher_pgrp) - dispatcher0
     client_cpu = probes.self_cpu() - client0
     postgres_cpu = probes.cpu_delta(postgres0, probes.cpu_by_pid(cluster.backend_pids()))
-    published1 = cluster.published()
+    counted1 = cluster.counted()
     peak_rss, rss_growth = memory.peak_mib(), memory.growth_mib()
 
     runs = [r for r in orc.list_runs(workflow=WORKFLOW, limit=n) if r.run_id.startswith(prefix)]
@@ -95,7 +98,7 @@ def _workflows(cluster: Cluster, sizes: Sizes, rep: int, *, settle: bool) -> dic
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
         "commits": cluster.commits() - commits0 if settle else None,
-        "published": {k: published1[k] - published0[k] for k in published1},
+        "counted": {k: counted1[k] - counted0[k] for k in counted1},
         "worker_cpu": worker_cpu,
         "dispatcher_cpu": dispatcher_cpu,
         "client_cpu": client_cpu,
@@ -107,7 +110,7 @@ def _workflows(cluster: Cluster, sizes: Sizes, rep: int, *, settle: bool) -> dic
 
 def _chains(cluster: Cluster, sizes: Sizes) -> dict[str, Any]:
     n, steps = sizes.w10_runs, sizes.w10_steps
-    published0 = cluster.published()
+    counted0 = cluster.counted()
     worker0 = probes.group_cpu(cluster.worker_pgrp)
     began = time.time()
     sent, results = [], []
@@ -116,14 +119,14 @@ def _chains(cluster: Cluster, sizes: Sizes) -> dict[str, Any]:
         results.append(cluster.module.plain_chain(steps).apply_async())
     finished = ResultSet(results).get(timeout=60 + n * steps * 0.1)
     worker_cpu = probes.group_cpu(cluster.worker_pgrp) - worker0
-    published1 = cluster.published()
+    counted1 = cluster.counted()
     latencies = [done - start for done, start in zip(finished, sent, strict=True)]
     wall = max(finished) - began
     return {
         "throughput": n / wall,
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
-        "published": sum(published1.values()) - sum(published0.values()),
+        "published": sum(counted1[k] - counted0[k] for k in MESSAGES),
         "worker_cpu": worker_cpu,
     }
 
@@ -148,12 +151,14 @@ def _record_comparison(
 
 def _record_costs(figures: Figures, wf: dict[str, Any], sizes: Sizes) -> None:
     n, steps = sizes.w10_runs, sizes.w10_steps
-    published = wf["published"]
+    counted = wf["counted"]
     figures.add("Postgres commits per workflow", "tx", wf["commits"] / n)
     figures.add("Postgres commits per activity step", "tx", wf["commits"] / (n * steps))
-    figures.add("Celery messages per step", "msg", sum(published.values()) / (n * steps))
-    figures.add("  of which replay requests", "msg", published["replay"] / (n * steps))
-    figures.add("  of which activity tasks", "msg", published["activity"] / (n * steps))
+    messages = sum(counted[k] for k in MESSAGES)
+    figures.add("Celery messages per step", "msg", messages / (n * steps))
+    figures.add("  of which replay requests", "msg", counted["replay"] / (n * steps))
+    figures.add("  of which activity tasks", "msg", counted["activity"] / (n * steps))
+    figures.add("SQL statements per step (all processes)", "stmt", counted["sql"] / (n * steps))
     figures.add("worker CPU per workflow", "ms", wf["worker_cpu"] * 1000 / n)
     figures.add("dispatcher CPU per workflow", "ms", wf["dispatcher_cpu"] * 1000 / n)
     figures.add("client CPU per workflow (start, polls)", "ms", wf["client_cpu"] * 1000 / n)
