@@ -1,10 +1,12 @@
-"""Records the journal tests build over and over: a run to create, an outbox task."""
+"""Records the journal tests build over and over: a run to create, an outbox task, an
+activity's outcome."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.journal import NewRun, OutboxTask, task_id_for
+from orchestrator.events import EventType
+from orchestrator.journal import InboxItem, NewRun, OutboxTask, outcome_key, task_id_for
 
 
 def new_run(run_id: str = "r1", workflow: str = "wf", version: str = "1", **kw: Any) -> NewRun:
@@ -21,4 +23,15 @@ def task(run_id: str = "r1", command_id: int = 1, attempt: int = 1, **kw: Any) -
         args=kw.pop("args", ["order-1", 100]),
         kwargs=kw.pop("kwargs", {"currency": "EUR"}),
         **kw,
+    )
+
+
+def completed(cmd: int, result: Any = None, attempt: int = 1) -> InboxItem:
+    """An activity attempt's result, as a worker delivers it."""
+    return InboxItem(
+        dedupe_key=outcome_key(cmd, attempt),
+        type=EventType.ACTIVITY_COMPLETED,
+        command_id=cmd,
+        attempt=attempt,
+        data={"result": result},
     )

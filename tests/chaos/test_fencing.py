@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,15 @@ from orchestrator.errors import LeaseLost
 from orchestrator.events import EventType, NewEvent, RunStatus
 from orchestrator.journal import (
     Batch,
-    InboxItem,
     NewRun,
     RunRef,
     Timer,
-    outcome_key,
     task_id_for,
 )
 from orchestrator.publisher import RecordingPublisher
 from orchestrator.registry import Registry
 from orchestrator.sql_journal import SqlJournal
-from tests.builders import new_run, task
+from tests.builders import completed, new_run, task
 from tests.chaos.conftest import Cluster, lease_pid, retrying, wait_for
 from tests.chaos.invariants_db import Executions, check_runs, read_executions
 from tests.conftest import FakeClock
@@ -156,23 +155,11 @@ def test_the_late_outcome_of_a_timed_out_attempt_is_not_journaled(
         clock.advance(1)
         assert [t.task_id for t in journal.take_unpublished(republish_after=4)] == [second]
 
-        late = InboxItem(
-            dedupe_key=outcome_key(1, 1),
-            type=EventType.ACTIVITY_COMPLETED,
-            command_id=1,
-            attempt=1,
-            data={"result": "late"},
-        )
+        late = completed(1, "late")
         assert not journal.deliver("r1", late, task_id=first).accepted
         assert not journal.deliver("r1", late).accepted
         assert journal.mark_started(second)
-        on_time = InboxItem(
-            dedupe_key=outcome_key(1, 2),
-            type=EventType.ACTIVITY_COMPLETED,
-            command_id=1,
-            attempt=2,
-            data={"result": "ch_2"},
-        )
+        on_time = completed(1, "ch_2", attempt=2)
         assert journal.deliver("r1", on_time, task_id=second).accepted
         driver.advance("r1")
 
@@ -266,7 +253,7 @@ def test_the_db_invariants_report_broken_links_leftovers_and_extra_executions(
         assert claimed is not None
         journal.commit(claimed.lease, Batch(events=list(events), **batch))
 
-    def completed(command_id: int, attempt: int) -> NewEvent:
+    def completed_event(command_id: int, attempt: int) -> NewEvent:
         return NewEvent(type=EventType.ACTIVITY_COMPLETED, command_id=command_id, attempt=attempt)
 
     try:
@@ -312,9 +299,9 @@ def test_the_db_invariants_report_broken_links_leftovers_and_extra_executions(
         run(
             "a",
             scheduled(1, 1, "a"),
-            completed(1, 1),
+            completed_event(1, 1),
             scheduled(2, 1, "a"),
-            completed(2, 1),
+            completed_event(2, 1),
             status=RunStatus.SUSPENDED,
         )
         engine = sa.create_engine(postgres_url)
@@ -381,115 +368,106 @@ async def relay(ctx: WorkflowContext, generation: int) -> Any:
     return await ctx.wait_signal("go", timeout=60)
 
 
-@pytest.mark.parametrize("fact", ["signal", "cancel"])
-def test_a_fact_sent_to_a_run_about_to_continue_as_new_reaches_the_continuation(
-    postgres_url: str, clock: FakeClock, fact: str
-) -> None:
+@dataclass
+class Chain:
+    """A journal, a client and a driver in this process, with ``relay`` registered."""
+
+    journal: SqlJournal
+    client: Client
+    driver: Driver
+
+    def send(self, fact: str, run_id: str) -> EventType:
+        """Send a signal or a cancellation; the event it must become."""
+        if fact == "signal":
+            self.client.signal(run_id, "go", "payload", signal_id="s1")
+            return EventType.SIGNAL_RECEIVED
+        self.client.cancel(run_id, "no longer needed")
+        return EventType.CANCEL_REQUESTED
+
+
+@pytest.fixture
+def chain(postgres_url: str, clock: FakeClock) -> Iterator[Chain]:
     journal = SqlJournal(postgres_url, clock=clock)
     registry = Registry()
     registry.add(relay, name="relay", version="1")
     publisher = RecordingPublisher()
     settings = Settings(journal_url=postgres_url)
     driver = Driver(journal, registry, publisher, settings, owner="w1", clock=clock)
-    client = Client(journal, registry, publisher, settings)
     try:
-        run_id = client.start("relay", 0, run_id="root")
-        # Both calls return normally: the fact was accepted for the chain.
-        if fact == "signal":
-            client.signal(run_id, "go", "payload", signal_id="s1")
-        else:
-            client.cancel(run_id, "no longer needed")
-        driver.advance(run_id)  # generation 0 continues as new
-        tip = journal.resolve_tip(run_id)
-        assert tip is not None and tip != run_id
-        driver.advance(tip)  # generation 1 waits for the signal
-        kinds = [e.type for e in journal.history(tip)]
-        expected = EventType.SIGNAL_RECEIVED if fact == "signal" else EventType.CANCEL_REQUESTED
-        assert expected in kinds, (
-            f"{fact} lost: root history {[e.type.value for e in journal.history(run_id)]}, "
-            f"tip history {[k.value for k in kinds]}"
-        )
+        yield Chain(journal, Client(journal, registry, publisher, settings), driver)
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize("fact", ["signal", "cancel"])
+def test_a_fact_sent_to_a_run_about_to_continue_as_new_reaches_the_continuation(
+    chain: Chain, fact: str
+) -> None:
+    run_id = chain.client.start("relay", 0, run_id="root")
+    expected = chain.send(fact, run_id)  # returns normally: accepted for the chain
+    chain.driver.advance(run_id)  # generation 0 continues as new
+    tip = chain.journal.resolve_tip(run_id)
+    assert tip is not None and tip != run_id
+    chain.driver.advance(tip)  # generation 1 waits for the signal
+    kinds = [e.type for e in chain.journal.history(tip)]
+    assert expected in kinds, (
+        f"{fact} lost: root history {[e.type.value for e in chain.journal.history(run_id)]}, "
+        f"tip history {[k.value for k in kinds]}"
+    )
 
 
 def test_a_signal_arriving_during_the_replay_that_continues_reaches_the_continuation(
-    postgres_url: str, clock: FakeClock
+    chain: Chain,
 ) -> None:
-    journal = SqlJournal(postgres_url, clock=clock)
-    registry = Registry()
-    registry.add(relay, name="relay", version="1")
-    publisher = RecordingPublisher()
-    settings = Settings(journal_url=postgres_url)
-    driver = Driver(journal, registry, publisher, settings, owner="w1", clock=clock)
-    client = Client(journal, registry, publisher, settings)
-    try:
-        root = client.start("relay", 0, run_id="root")
-        claimed = journal.claim(root, "w1", ttl=30)
-        assert claimed is not None and claimed.inbox == []
-        client.signal(root, "go", "payload", signal_id="s1")  # the root is still the tip
-        successor = "root-2"
-        journal.commit(
-            claimed.lease,
-            Batch(
-                events=[
-                    NewEvent(
-                        type=EventType.RUN_CONTINUED, data={"args": [1], "next_run_id": successor}
-                    )
-                ],
-                continuation=NewRun(
-                    run_id=successor,
-                    workflow="relay",
-                    version="1",
-                    args=[1],
-                    correlation_id=root,
-                    continued_from_run_id=root,
-                ),
-                status=RunStatus.CONTINUED,
+    journal = chain.journal
+    root = chain.client.start("relay", 0, run_id="root")
+    claimed = journal.claim(root, "w1", ttl=30)
+    assert claimed is not None and claimed.inbox == []
+    chain.send("signal", root)  # the root is still the tip
+    successor = "root-2"
+    journal.commit(
+        claimed.lease,
+        Batch(
+            events=[
+                NewEvent(type=EventType.RUN_CONTINUED, data={"args": [1], "next_run_id": successor})
+            ],
+            continuation=NewRun(
+                run_id=successor,
+                workflow="relay",
+                version="1",
+                args=[1],
+                correlation_id=root,
+                continued_from_run_id=root,
             ),
-        )
-        driver.advance(successor)
-        kinds = [e.type for e in journal.history(successor)]
-        assert EventType.SIGNAL_RECEIVED in kinds, f"signal lost: continuation has {kinds}"
-    finally:
-        journal.close()
+            status=RunStatus.CONTINUED,
+        ),
+    )
+    chain.driver.advance(successor)
+    kinds = [e.type for e in journal.history(successor)]
+    assert EventType.SIGNAL_RECEIVED in kinds, f"signal lost: continuation has {kinds}"
 
 
 @pytest.mark.parametrize("fact", ["signal", "cancel"])
 def test_a_fact_sent_as_the_run_continues_as_new_reaches_the_continuation(
-    postgres_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, fact: str
+    chain: Chain, monkeypatch: pytest.MonkeyPatch, fact: str
 ) -> None:
     """The client looked the chain's tip up just before the tip continued as new: its
     delivery is refused by the ended run and must go on to the continuation."""
-    journal = SqlJournal(postgres_url, clock=clock)
-    registry = Registry()
-    registry.add(relay, name="relay", version="1")
-    publisher = RecordingPublisher()
-    settings = Settings(journal_url=postgres_url)
-    driver = Driver(journal, registry, publisher, settings, owner="w1", clock=clock)
-    client = Client(journal, registry, publisher, settings)
-    deliver = journal.deliver
+    deliver = chain.journal.deliver
 
     def continue_first(run_id: str, item: Any, **kw: Any) -> Any:
         if run_id == "root":
-            driver.advance(run_id)  # generation 0 continues as new meanwhile
+            chain.driver.advance(run_id)  # generation 0 continues as new meanwhile
         return deliver(run_id, item, **kw)
 
-    try:
-        root = client.start("relay", 0, run_id="root")
-        monkeypatch.setattr(journal, "deliver", continue_first)
-        if fact == "signal":
-            client.signal(root, "go", "payload", signal_id="s1")
-        else:
-            client.cancel(root, "no longer needed")
-        tip = journal.resolve_tip(root)
-        assert tip is not None and tip != root
-        driver.advance(tip)
-        kinds = [e.type for e in journal.history(tip)]
-        expected = EventType.SIGNAL_RECEIVED if fact == "signal" else EventType.CANCEL_REQUESTED
-        assert expected in kinds, f"{fact} lost: the continuation has {[k.value for k in kinds]}"
-    finally:
-        journal.close()
+    root = chain.client.start("relay", 0, run_id="root")
+    monkeypatch.setattr(chain.journal, "deliver", continue_first)
+    expected = chain.send(fact, root)
+    tip = chain.journal.resolve_tip(root)
+    assert tip is not None and tip != root
+    chain.driver.advance(tip)
+    kinds = [e.type for e in chain.journal.history(tip)]
+    assert expected in kinds, f"{fact} lost: the continuation has {[k.value for k in kinds]}"
 
 
 @pytest.mark.timeout(60)

@@ -33,7 +33,7 @@ from orchestrator.journal import (
     task_id_for,
     timer_key,
 )
-from tests.builders import new_run, task
+from tests.builders import completed, new_run, task
 from tests.conftest import FakeClock
 
 T = TypeVar("T")
@@ -774,13 +774,7 @@ def test_deliver_with_a_task_id_finishes_the_task(journal: Journal, clock: FakeC
     create(journal)
     charge = task(timeout_seconds=10)
     suspend(journal, tasks=[charge])
-    outcome = InboxItem(
-        dedupe_key=outcome_key(1, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=1,
-        data={"result": "ch_1"},
-    )
+    outcome = completed(1, "ch_1")
 
     assert journal.deliver("r1", outcome, task_id=charge.task_id).dispatch == ref("r1")
 
@@ -796,22 +790,10 @@ def test_an_outcome_for_an_attempt_the_run_is_not_waiting_for_is_refused(
     create(journal)
     charge = task()
     suspend(journal, tasks=[charge])
-    forged = InboxItem(
-        dedupe_key=outcome_key(1, 7),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=7,
-        data={"result": "forged"},
-    )
+    forged = completed(1, "forged", attempt=7)
     assert not journal.deliver("r1", forged, task_id=task_id_for("r1", 1, 7)).accepted
     create(journal, "r2")
-    stolen = InboxItem(
-        dedupe_key=outcome_key(1, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=1,
-        data={"result": "wrong run"},
-    )
+    stolen = completed(1, "wrong run")
     assert not journal.deliver("r2", stolen, task_id=charge.task_id).accepted
     assert [e.type for e in journal.history("r2")] == [EventType.RUN_STARTED]
     assert status(journal, "r1") is RunStatus.SUSPENDED  # nothing waits in its inbox
@@ -1127,13 +1109,7 @@ def test_deliver_and_claim_is_one_step_for_a_free_run(journal: Journal) -> None:
     create(journal)
     charge = task()
     suspend(journal, tasks=[charge])
-    outcome = InboxItem(
-        dedupe_key=outcome_key(1, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=1,
-        data={"result": "ch_1"},
-    )
+    outcome = completed(1, "ch_1")
     delivery, claimed, committed = journal.deliver_and_claim(
         "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, after_seq=0
     )
@@ -1159,22 +1135,14 @@ def test_deliver_and_claim_of_an_outcome_not_awaited_claims_and_writes_nothing(
 ) -> None:
     create(journal)
     suspend(journal, tasks=[task()])
-    stray = InboxItem(
-        dedupe_key=outcome_key(2, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=2,
-        attempt=1,
-        data={"result": "stray"},
-    )
+    stray = completed(2, "stray")
     delivery, claimed, committed = journal.deliver_and_claim(
         "r1", stray, task_id=task(command_id=2).task_id, owner="w1", ttl=30
     )
     assert delivery == Delivery(accepted=False) and claimed is None and committed is None
     assert status(journal) is RunStatus.SUSPENDED
     # Nothing was left behind: the awaited outcome makes the next claim, and is all it finds.
-    outcome = InboxItem(
-        dedupe_key=outcome_key(1, 1), type=EventType.ACTIVITY_COMPLETED, command_id=1, attempt=1
-    )
+    outcome = completed(1)
     _, claimed, _ = journal.deliver_and_claim(
         "r1", outcome, task_id=task().task_id, owner="w2", ttl=30
     )
@@ -1186,13 +1154,7 @@ def test_deliver_and_claim_hands_over_earlier_inbox_items_first(journal: Journal
     create(journal)
     charge = task()
     suspend(journal, tasks=[charge])
-    outcome = InboxItem(
-        dedupe_key=outcome_key(1, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=1,
-        data={"result": ("ch", 1)},
-    )
+    outcome = completed(1, ("ch", 1))
     journal.deliver("r1", signal("s1"))  # a replay of r1 is on its way now
     # The node that could replay it went away and came back: r1 is dispatchable again, with
     # the signal waiting; the outcome's deliverer claims it and gets both, in order.
@@ -1212,13 +1174,7 @@ def test_deliver_and_claim_commits_what_decide_returns_in_the_same_step(
     create(journal)
     charge = task()
     suspend(journal, tasks=[charge])
-    outcome = InboxItem(
-        dedupe_key=outcome_key(1, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=1,
-        data={"result": "ch_1"},
-    )
+    outcome = completed(1, "ch_1")
     seen: list[Claimed] = []
 
     def decide(claimed: Claimed) -> Batch:
@@ -1245,13 +1201,7 @@ def test_deliver_and_claim_commits_what_decide_returns_in_the_same_step(
     # A decide that declines leaves the claim with the caller and writes no history.
     create(journal, "r2")
     suspend(journal, "r2", tasks=[task("r2")])
-    item2 = InboxItem(
-        dedupe_key=outcome_key(1, 1),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=1,
-        attempt=1,
-        data={"result": 2},
-    )
+    item2 = completed(1, 2)
     _, held, none = journal.deliver_and_claim(
         "r2", item2, task_id=task("r2").task_id, owner="w1", ttl=30, decide=lambda c: None
     )

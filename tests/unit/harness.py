@@ -6,8 +6,8 @@ given inbox items and appends the decision's events to the history, the way the 
 commits a batch. By default every step replays the whole history into a fresh replayer;
 with ``cached=True`` one replayer is kept and fed only what is new, as a worker's cache does.
 
-The inbox helpers build the items the journal would deliver: ``completed``, ``failed``,
-``timed_out``, ``timer_fired`` and ``cancel_requested``.
+The inbox helpers build the items the journal would deliver: ``failed``, ``timed_out``,
+``timer_fired`` and ``cancel_requested`` (``completed`` is in :mod:`tests.builders`).
 """
 
 from __future__ import annotations
@@ -168,17 +168,6 @@ class Harness:
 
 
 # -- inbox items ------------------------------------------------------------------------------
-def completed(cmd: int, result: Any = None, attempt: int = 1) -> InboxItem:
-    """An activity attempt's result."""
-    return InboxItem(
-        dedupe_key=outcome_key(cmd, attempt),
-        type=EventType.ACTIVITY_COMPLETED,
-        command_id=cmd,
-        attempt=attempt,
-        data={"result": result},
-    )
-
-
 def failed(
     cmd: int, error_type: str = "ValueError", message: str = "boom", attempt: int = 1
 ) -> InboxItem:

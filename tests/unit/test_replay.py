@@ -21,11 +21,11 @@ from orchestrator import (
 )
 from orchestrator.events import COMMAND_EVENTS
 from orchestrator.journal import InboxItem, OutboxTask
+from tests.builders import completed
 from tests.unit.harness import (
     START,
     Harness,
     cancel_requested,
-    completed,
     failed,
     kinds,
     summary,
