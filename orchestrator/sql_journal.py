@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -46,7 +47,6 @@ from orchestrator.sql_rows import (
     ANY_PENDING_INBOX,
     CLAIM_FOR_DELIVERY,
     FINISH_AWAITED_TASK,
-    INSERT_INBOX,
     LEASE_FREE,
     LOCK_FOR_COMMIT,
     LOCK_FOR_DELIVERY,
@@ -72,6 +72,15 @@ class SqlJournal(DispatcherQueries):
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.sql_connection.SqlConnection`'s, the dispatcher's queries
     :class:`~orchestrator.sql_dispatch.DispatcherQueries`'."""
+
+    @cached_property
+    def _insert_inbox(self) -> Any:
+        """The inbox insert, built once; its values come from each call's parameters."""
+        return (
+            self._insert(inbox)
+            .on_conflict_do_nothing(index_elements=["run_id", "dedupe_key"])
+            .returning(inbox.c.id)
+        )
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
@@ -206,18 +215,11 @@ class SqlJournal(DispatcherQueries):
     ) -> tuple[Delivery, Claimed | None, Committed | None]:
         def body(conn: Connection) -> tuple[Delivery, Claimed | None, Committed | None]:
             now = self._clock()
-            claim = (owner, ttl)
-            claimed: Delivery | Claimed | None = None
-            if task_id is not None:
-                claimed = self._claim_for_outcome_x(
-                    conn, run_id, item, task_id, claim, now, after_seq
-                )
-            if claimed is None:
-                claimed = self._deliver_or_claim_x(
-                    conn, run_id, item, task_id, now, claim_for=claim, after_seq=after_seq
-                )
-            if not isinstance(claimed, Claimed):
-                return claimed, None, None
+            claimed = self._claim_for_delivery_x(
+                conn, run_id, item, task_id, owner, ttl, now, after_seq
+            )
+            if claimed is None:  # the run is not free: deliver only
+                return self._deliver_x(conn, run_id, item, task_id, now), None, None
             batch = decide(claimed) if decide is not None else None
             if batch is None:
                 return Delivery(accepted=True), claimed, None
@@ -229,28 +231,30 @@ class SqlJournal(DispatcherQueries):
         except _NotAwaited:
             return Delivery(accepted=False), None, None
 
-    def _claim_for_outcome_x(
+    def _claim_for_delivery_x(
         self,
         conn: Connection,
         run_id: str,
         item: InboxItem,
-        task_id: str,
-        claim_for: tuple[str, float],
+        task_id: str | None,
+        owner: str,
+        ttl: float,
         now: float,
         after_seq: int,
     ) -> Claimed | None:
-        """An activity's outcome, on the hot path: the run is claimed first, in one statement,
-        then its task finished and the outcome inserted. ``None`` when the run cannot be
-        claimed now (the general path delivers the outcome then); :class:`_NotAwaited`, which
-        rolls the claim back with the transaction, when the run does not wait for it."""
-        owner, ttl = claim_for
+        """The hot path: a run that the delivery would dispatch is claimed first, in one
+        statement, then the awaited task finished and the item inserted. ``None`` when the
+        run cannot be claimed now; :class:`_NotAwaited`, which rolls the claim back with the
+        transaction, when the run does not take the item (a task it does not wait for, a
+        dedupe key it has)."""
         params = {"p_run_id": run_id, "p_owner": owner, "p_expires": now + ttl, "now": now}
         row = conn.execute(CLAIM_FOR_DELIVERY, params).first()
         if row is None:
             return None
-        finished = conn.execute(FINISH_AWAITED_TASK, {"p_task_id": task_id, "p_run_id": run_id})
-        if finished.first() is None:
-            raise _NotAwaited
+        if task_id is not None:
+            finished = conn.execute(FINISH_AWAITED_TASK, {"p_task_id": task_id, "p_run_id": run_id})
+            if finished.first() is None:
+                raise _NotAwaited
         data = payloads.encode(item.data, f"{item.type} inbox item")
         item_id = self._insert_inbox_x(conn, run_id, item, data, now)
         if item_id is None:
@@ -476,22 +480,8 @@ class SqlJournal(DispatcherQueries):
     def _deliver_x(
         self, conn: Connection, run_id: str, item: InboxItem, task_id: str | None, now: float
     ) -> Delivery:
-        delivery = self._deliver_or_claim_x(conn, run_id, item, task_id, now)
-        assert isinstance(delivery, Delivery)
-        return delivery
-
-    def _deliver_or_claim_x(
-        self,
-        conn: Connection,
-        run_id: str,
-        item: InboxItem,
-        task_id: str | None,
-        now: float,
-        claim_for: tuple[str, float] | None = None,
-        after_seq: int = 0,
-    ) -> Delivery | Claimed:
-        """Insert one inbox item. With ``claim_for`` (owner, ttl), a run that would be
-        dispatched is claimed instead, in the same row update, and the claim is returned."""
+        """Insert one inbox item; the delivery asks for a dispatch when the run is free and
+        no replay of it is in flight."""
         row = conn.execute(LOCK_FOR_DELIVERY, {"p_run_id": run_id}).first()
         if row is None or row.status in TERMINAL:
             return Delivery(accepted=False)
@@ -511,18 +501,6 @@ class SqlJournal(DispatcherQueries):
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if dispatch:
             values["dispatched_at"] = now
-        if dispatch and claim_for is not None:
-            owner, ttl = claim_for
-            values.update(
-                lease_owner=owner,
-                lease_token=runs.c.lease_token + 1,
-                lease_expires_at=now + ttl,
-                status=RunStatus.RUNNING.value,
-            )
-            claimed = conn.execute(
-                runs.update().where(runs.c.run_id == run_id).values(**values).returning(*runs.c)
-            ).one()
-            return self._claimed_x(conn, claimed, owner, now + ttl, after_seq)
         conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
         ref = RunRef(run_id=run_id, workflow=row.workflow, version=row.version)
         return Delivery(accepted=True, dispatch=ref if dispatch else None)
@@ -542,7 +520,7 @@ class SqlJournal(DispatcherQueries):
             "at": now,
             "absorbed": False,
         }
-        inserted = conn.execute(INSERT_INBOX[self.engine.dialect.name], values).first()
+        inserted = conn.execute(self._insert_inbox, values).first()
         return None if inserted is None else int(inserted.id)
 
     def mark_started(self, task_id: str) -> bool:

@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from orchestrator import payloads, schema
@@ -92,13 +91,7 @@ START_TASK = (
     )
     .returning(tasks.c.task_id)
 )
-#: The values (VALUES and SET columns) of the next three come from each call's parameters.
-INSERT_INBOX = {
-    name: dialect.insert(inbox)
-    .on_conflict_do_nothing(index_elements=["run_id", "dedupe_key"])
-    .returning(inbox.c.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+#: The values (SET columns) of the next two come from each call's parameters.
 UPDATE_RUN = runs.update().where(runs.c.run_id == _run_param).returning(*runs.c)
 ABSORB = inbox.update().where(
     inbox.c.run_id == _run_param, inbox.c.id.in_(sa.bindparam("p_ids", expanding=True))

@@ -1168,6 +1168,23 @@ def test_deliver_and_claim_hands_over_earlier_inbox_items_first(journal: Journal
     assert claimed.inbox[-1].data == {"result": ["ch", 1]} and claimed.inbox[-1].id is not None
 
 
+def test_deliver_and_claim_of_a_signal_claims_a_free_run_once_per_key(journal: Journal) -> None:
+    create(journal)
+    suspend(journal)
+    delivery, claimed, _ = journal.deliver_and_claim("r1", signal("s1"), owner="w1", ttl=30)
+    assert delivery == Delivery(accepted=True) and claimed is not None
+    assert [i.dedupe_key for i in claimed.inbox] == ["s1"] and claimed.lease.token == 2
+    journal.commit(claimed.lease, Batch())  # s1 left in the inbox, for the next claim
+    # Free and dispatchable again (its node came back), with s1 waiting: a repeat of s1 is
+    # refused and claims nothing; a new signal claims the run and finds both.
+    assert journal.register_node("n1", [("wf", "1")], node_ttl=60) == 1
+    again, none, _ = journal.deliver_and_claim("r1", signal("s1"), owner="w2", ttl=30)
+    assert again == Delivery(accepted=False) and none is None
+    _, claimed, _ = journal.deliver_and_claim("r1", signal("s2"), owner="w2", ttl=30)
+    assert claimed is not None and claimed.lease.token == 3
+    assert [i.dedupe_key for i in claimed.inbox] == ["s1", "s2"]
+
+
 def test_deliver_and_claim_commits_what_decide_returns_in_the_same_step(
     journal: Journal,
 ) -> None:
