@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from orchestrator import sql_engine
+from orchestrator.sql_watch import ClosedWatcher
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class SqlConnection:
         self._clock = clock
         self._listener: psycopg.Connection[Any] | None = None
         self._listener_lock = threading.Lock()
+        self._closed_watcher = (
+            ClosedWatcher(self._listening_connection, CLOSED_CHANNEL) if self.postgres else None
+        )
         # A forked worker child must not share its parent's sockets.
         os.register_at_fork(after_in_child=self._forget_connections)
 
@@ -56,6 +60,8 @@ class SqlConnection:
 
     def close(self) -> None:
         """Close pooled connections (and the wake-up listener)."""
+        if self._closed_watcher is not None:
+            self._closed_watcher.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -70,17 +76,18 @@ class SqlConnection:
             conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
     @contextmanager
-    def _tx(self, one_statement: bool = False) -> Iterator[Connection]:
-        """A transaction; for ``one_statement`` on Postgres, none: a single statement is
-        atomic on its own, and BEGIN and COMMIT would be two more round trips."""
-        if one_statement and self.postgres:
+    def _tx(self, autocommit: bool = False) -> Iterator[Connection]:
+        """A transaction; for ``autocommit`` on Postgres, none: a single statement is atomic
+        on its own, reads that need no common snapshot need none, and BEGIN and COMMIT (or
+        ROLLBACK) would be two more round trips."""
+        if autocommit and self.postgres:
             with self.engine.connect() as conn:
                 yield conn.execution_options(isolation_level="AUTOCOMMIT")
             return
         with self.engine.begin() as conn:
             yield conn
 
-    def _retrying(self, body: Callable[[Connection], T], *, one_statement: bool = False) -> T:
+    def _retrying(self, body: Callable[[Connection], T], *, autocommit: bool = False) -> T:
         """Run ``body`` in one transaction, again while it fails for a passing reason.
 
         Passing reasons: Postgres broke a deadlock by aborting it (commits that reach across
@@ -95,7 +102,7 @@ class SqlConnection:
         pause = 0.01
         while True:
             try:
-                with self._tx(one_statement) as conn:
+                with self._tx(autocommit) as conn:
                     return body(conn)
             except sa_exc.DBAPIError as exc:
                 if not _passing(exc) or time.monotonic() + pause > deadline:
@@ -103,6 +110,10 @@ class SqlConnection:
                 log.warning("journal transaction failed (%s); trying again", exc.orig)
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
+
+    def _listening_connection(self) -> psycopg.Connection[Any]:
+        """A connection of its own, outside the pool, for LISTEN."""
+        return psycopg.connect(self._conninfo(), autocommit=True)
 
     def _conninfo(self) -> str:
         url = self.engine.url

@@ -191,7 +191,7 @@ class DispatcherQueries(SqlConnection):
             conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
 
     def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
-        with self.engine.connect() as conn:
+        with self._tx(autocommit=True) as conn:
             return self._live_versions_x(conn, self._clock(), node_ttl)
 
     def _live_versions_x(self, conn: Connection, now: float, ttl: float) -> set[tuple[str, str]]:
@@ -203,7 +203,7 @@ class DispatcherQueries(SqlConnection):
         return {(r.workflow, r.version) for r in rows}
 
     def next_wakeup(self) -> float | None:
-        with self.engine.connect() as conn:
+        with self._tx(autocommit=True) as conn:
             timer = conn.execute(sa.select(sa.func.min(timers.c.fire_at))).scalar()
             task = conn.execute(
                 sa.select(sa.func.min(tasks.c.available_at)).where(
@@ -222,7 +222,7 @@ class DispatcherQueries(SqlConnection):
         with self._listener_lock:
             try:
                 if self._listener is None or self._listener.closed:
-                    self._listener = psycopg.connect(self._conninfo(), autocommit=True)
+                    self._listener = self._listening_connection()
                     self._listener.execute(f"LISTEN {WAKEUP_CHANNEL}")
                 for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                     break

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import cached_property
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -126,7 +127,7 @@ class SqlJournal(DispatcherQueries):
         return True
 
     def resolve_tip(self, run_id: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._tx(autocommit=True) as conn:
             row = conn.execute(
                 sa.select(runs.c.correlation_id, runs.c.status).where(runs.c.run_id == run_id)
             ).first()
@@ -146,12 +147,12 @@ class SqlJournal(DispatcherQueries):
         return tip or run_id
 
     def describe(self, run_id: str) -> RunInfo | None:
-        with self.engine.connect() as conn:
+        with self._tx(autocommit=True) as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
         return None if row is None else run_info(row)
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
-        with self.engine.connect() as conn:
+        with self._tx(autocommit=True) as conn:
             return read_history(conn, run_id, after_seq)
 
     def list_runs(
@@ -162,39 +163,28 @@ class SqlJournal(DispatcherQueries):
             query = query.where(runs.c.status == RunStatus(status).value)
         if workflow is not None:
             query = query.where(runs.c.workflow == workflow)
-        with self.engine.connect() as conn:
+        with self._tx(autocommit=True) as conn:
             return [run_info(row) for row in conn.execute(query)]
 
     def wait_closed(self, run_id: str, timeout: float | None) -> RunInfo | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.postgres:
-            return self._poll_closed(run_id, deadline)
-        with psycopg.connect(self._conninfo(), autocommit=True) as conn:
-            conn.execute(f"LISTEN {CLOSED_CHANNEL}")
+        watcher = self._closed_watcher
+        with watcher.watching(run_id) if watcher else nullcontext(threading.Event()) as news:
+            pause = 0.005
             while True:
+                left = 5.0 if deadline is None else max(0.0, deadline - time.monotonic())
+                listening = watcher is not None and watcher.listening(min(left, 1.0))
+                news.clear()  # before reading: an end committed after the read sets it
                 info = self.describe(run_id)
                 if info is None or info.status.terminal:
                     return info
-                wait = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
-                if wait <= 0:
+                left = 5.0 if deadline is None else deadline - time.monotonic()
+                if left <= 0:
                     return None
-                # A notification is only a hint: the loop re-reads the run either way,
-                # which also covers a notification lost with a dropped connection.
-                for note in conn.notifies(timeout=wait):
-                    if note.payload == run_id:
-                        break
-
-    def _poll_closed(self, run_id: str, deadline: float | None) -> RunInfo | None:
-        pause = 0.005
-        while True:
-            info = self.describe(run_id)
-            if info is None or info.status.terminal:
-                return info
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            remaining = 0.5 if deadline is None else deadline - time.monotonic()
-            time.sleep(max(0.0, min(pause, remaining)))
-            pause = min(pause * 2, 0.5)
+                # Listening, a notification wakes us; otherwise (SQLite, or the listener is
+                # reconnecting) the run is read again after a growing pause.
+                news.wait(min(5.0 if listening else pause, left))
+                pause = min(pause * 2, 0.5)
 
     # -- the lease holder -------------------------------------------------------------------
     def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
@@ -524,7 +514,7 @@ class SqlJournal(DispatcherQueries):
         return None if inserted is None else int(inserted.id)
 
     def mark_started(self, task_id: str) -> bool:
-        return self._retrying(lambda conn: self._mark_started_x(conn, task_id), one_statement=True)
+        return self._retrying(lambda conn: self._mark_started_x(conn, task_id), autocommit=True)
 
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         params = {"p_task_id": task_id, "p_now": self._clock()}
