@@ -1,6 +1,8 @@
 """Moves one run forward: claim its lease, replay, commit the decision, publish, release.
 
-This is the body of the ``orchestrator.replay`` task, kept free of Celery so it runs (and is
+Claim, replay and commit are one transaction where they can be (the run's row stays locked
+while its step is decided); a step that cannot be decided there is claimed and committed in
+two, fenced by the lease's token. This is the body of the ``orchestrator.replay`` task, kept free of Celery so it runs (and is
 tested) against any journal and publisher. Replayers are cached per process, keyed by run and
 last sequence number, so a run replays only the events recorded since its last step; a miss
 or any doubt falls back to a full replay, which is always correct.
@@ -13,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator import faults
@@ -89,87 +91,61 @@ class Driver:
 
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
         """Journal a fact from outside and, when the run is free, replay it right here: the
-        delivery and the claim are one transaction, and no replay message is sent. Whoever
-        cannot replay it now (the run is leased, or replay fails) leaves it to a replay in
-        flight or to the dispatcher."""
-        cached = self.cache.take(run_id)
-        decided: list[tuple[Replayer, Decision]] = []
-        touched: list[bool] = []  # a replay began inside the transaction (it may be retried)
-
-        def decide(claimed: Claimed) -> Batch | None:
-            # Called inside the delivering transaction, with the run's row locked: the whole
-            # step is one transaction. A second call (the transaction was retried), a version
-            # this node lacks or a replay that fails fall back to claim-then-commit.
-            if touched or not self.registry.has(claimed.run.workflow, claimed.run.version):
-                return None
-            touched.append(True)
-            try:
-                replayer, decision, batch = self._decide(claimed, cached)
-            except NonDeterminismError:
-                return None  # the fallback blocks the run, with the reason
-            except Exception:
-                log.exception("run %s: replay inside the delivery failed", run_id)
-                return None
-            decided.append((replayer, decision))
-            return batch
-
+        delivery, the claim and the step are one transaction, and no replay message is sent.
+        Whoever cannot replay it now (the run is leased, or replay fails) leaves it to a
+        replay in flight or to the dispatcher."""
+        inside = _InTransaction(self, run_id)
         delivery, claimed, committed = self.journal.deliver_and_claim(
             run_id,
             item,
             task_id=task_id,
             owner=self.owner,
             ttl=self.settings.lease_ttl,
-            after_seq=cached.last_seq if cached else 0,
-            decide=decide,
+            after_seq=inside.after_seq,
+            decide=inside.decide,
         )
-        # A cached replayer fed inside a transaction that did not commit its decision has
-        # seen events that are not history: it is dropped.
-        trusted = None if touched else cached
-        if claimed is None:  # not claimed: the run is someone else's for now
-            if trusted is not None:
-                self.cache.put(run_id, trusted)
+        first = inside.outcome(claimed, committed)
+        if first.run is None:
             return delivery
-        pending: Claimed | None = claimed
-        if committed is not None and decided:
-            replayer, decision = decided[-1]
-            self._after_commit(claimed.run, replayer, decision, committed)
-            if not committed.pending_inbox:
-                return delivery
-            pending = None  # more facts arrived: claim again, from the cache
-        elif cached is not None and trusted is None:
-            # The claim holds history after the dropped replayer's last event only.
-            pending = replace(claimed, history=self.journal.history(run_id))
         try:
-            self.advance(run_id, claimed=pending, cached=trusted if pending else None)
+            self.advance(run_id, first=first)
         except Exception:
             log.exception("run %s: replay after delivery failed; dispatching it", run_id)
-            self.publisher.publish_replays([_ref(claimed.run)])
+            self.publisher.publish_replays([_ref(first.run)])
         return delivery
 
-    def advance(
-        self, run_id: str, *, claimed: Claimed | None = None, cached: Replayer | None = None
-    ) -> RunStatus | None:
+    def advance(self, run_id: str, *, first: _Round | None = None) -> RunStatus | None:
         """Replay ``run_id`` until it waits, ends, or is someone else's. Returns its status
-        after the last commit (``None`` when it could not be claimed). ``claimed`` (with the
-        ``cached`` replayer it was claimed for) is a claim the caller already holds."""
+        after the last commit (``None`` when it could not be claimed). ``first`` is the
+        outcome of a round the caller already began."""
         status: RunStatus | None = None
         run: RunInfo | None = None
         for _ in range(MAX_ROUNDS):
-            if claimed is None:
-                cached = self.cache.take(run_id)
-                claimed = self.journal.claim(
-                    run_id, self.owner, self.settings.lease_ttl, cached.last_seq if cached else 0
-                )
-            if claimed is None:
+            round_ = first or self._claim_round(run_id)
+            first = None
+            if round_.run is None:
                 return status
-            run = claimed.run
-            status, more = self._step(claimed, cached)
-            claimed = cached = None
+            run = round_.run
+            if round_.held is not None:
+                status, more = self._step(*round_.held)
+            else:
+                status, more = round_.status, round_.more
             if not more:
                 return status
         if run is not None:
             self.publisher.publish_replays([_ref(run)])
         return status
+
+    def _claim_round(self, run_id: str) -> _Round:
+        inside = _InTransaction(self, run_id)
+        claimed, committed = self.journal.claim_and_commit(
+            run_id,
+            owner=self.owner,
+            ttl=self.settings.lease_ttl,
+            after_seq=inside.after_seq,
+            decide=inside.decide,
+        )
+        return inside.outcome(claimed, committed)
 
     def _step(self, claimed: Claimed, cached: Replayer | None) -> tuple[RunStatus, bool]:
         run, lease = claimed.run, claimed.lease
@@ -272,6 +248,67 @@ class Driver:
     def _resolve_child(self, workflow: Any, version: str | None) -> tuple[str, str]:
         definition = self.registry.resolve(workflow, version)
         return definition.name, definition.version
+
+
+@dataclass
+class _Round:
+    """How one claim of a run went: nothing to do (``run`` is ``None``), a step committed in
+    the claiming transaction (``status``, and ``more`` when facts arrived meanwhile), or a
+    claim ``held`` with no commit yet (with the replayer it may start from)."""
+
+    run: RunInfo | None = None
+    status: RunStatus | None = None
+    more: bool = False
+    held: tuple[Claimed, Replayer | None] | None = None
+
+
+class _InTransaction:
+    """A step decided inside the transaction that claims the run, the run's row locked, so
+    that claim, replay and commit are one transaction.
+
+    A second call (the transaction was retried), a version this node lacks or a replay
+    that fails decide nothing: the claim is then stepped on its own, committed apart
+    (:meth:`Driver._step`)."""
+
+    def __init__(self, driver: Driver, run_id: str) -> None:
+        self.driver = driver
+        self.run_id = run_id
+        self.cached = driver.cache.take(run_id)
+        self.after_seq = self.cached.last_seq if self.cached else 0
+        self.touched = False  # a replay began inside the transaction (it may be retried)
+        self.decided: tuple[Replayer, Decision] | None = None
+
+    def decide(self, claimed: Claimed) -> Batch | None:
+        if self.touched or not self.driver.registry.has(claimed.run.workflow, claimed.run.version):
+            return None
+        self.touched = True
+        try:
+            faults.point("driver.decide_in_transaction")
+            replayer, decision, batch = self.driver._decide(claimed, self.cached)
+        except NonDeterminismError:
+            return None  # the step apart blocks the run, with the reason
+        except Exception:
+            log.exception("run %s: replay inside the claiming transaction failed", self.run_id)
+            return None
+        self.decided = (replayer, decision)
+        return batch
+
+    def outcome(self, claimed: Claimed | None, committed: Committed | None) -> _Round:
+        # A cached replayer fed inside a transaction that did not commit its decision has
+        # seen events that are not history: it is dropped.
+        trusted = None if self.touched else self.cached
+        if claimed is None:  # the run is someone else's for now, or has nothing to do
+            if trusted is not None:
+                self.driver.cache.put(self.run_id, trusted)
+            return _Round()
+        if committed is not None and self.decided is not None:
+            replayer, decision = self.decided
+            self.driver._after_commit(claimed.run, replayer, decision, committed)
+            return _Round(claimed.run, decision.status, committed.pending_inbox)
+        if self.cached is not None and trusted is None:
+            # The claim holds history after the dropped replayer's last event only.
+            claimed = replace(claimed, history=self.driver.journal.history(self.run_id))
+        return _Round(claimed.run, held=(claimed, trusted))
 
 
 def _ref(run: RunInfo) -> RunRef:

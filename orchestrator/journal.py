@@ -299,6 +299,23 @@ class Journal(Protocol):
         """
         ...
 
+    def claim_and_commit(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[Claimed | None, Committed | None]:
+        """:meth:`claim`, then hand the claim to ``decide`` inside the same transaction, the
+        run's row still locked; a batch it returns is committed there too, releasing the
+        lease: one transaction for the whole step. ``decide`` may be called again if the
+        transaction is retried. Returns the claim (``None`` when it failed) and the commit if
+        one was made; a claim with no commit is the caller's to commit or release.
+        """
+        ...
+
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
         """Append ``batch`` under ``lease``, in one transaction: lock the run row, check owner
         and token (:class:`LeaseLost`, nothing written, when they changed), assign the next

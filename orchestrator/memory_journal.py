@@ -54,7 +54,7 @@ class InMemoryJournal:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._lock = threading.RLock()  # commit() is reused inside deliver_and_claim
+        self._lock = threading.RLock()  # commit() is reused inside the one-step calls
         self._closed = threading.Condition(self._lock)
         self._woken = threading.Condition(self._lock)
         self._wakeups = 0
@@ -145,6 +145,25 @@ class InMemoryJournal:
         with self._lock:
             return self._claim(run_id, owner, ttl, after_seq, self._clock())
 
+    def claim_and_commit(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[Claimed | None, Committed | None]:
+        with self._lock:
+            claimed = self._claim(run_id, owner, ttl, after_seq, self._clock())
+            return claimed, None if claimed is None else self._decided(claimed, decide)
+
+    def _decided(
+        self, claimed: Claimed, decide: Callable[[Claimed], Batch | None] | None
+    ) -> Committed | None:
+        batch = decide(claimed) if decide is not None else None
+        return None if batch is None else self.commit(claimed.lease, batch)
+
     def deliver_and_claim(
         self,
         run_id: str,
@@ -164,11 +183,7 @@ class InMemoryJournal:
             claimed = self._claim(run_id, owner, ttl, after_seq, now)
             if claimed is None:
                 return delivery, None, None
-            batch = decide(claimed) if decide is not None else None
-            if batch is None:
-                return Delivery(accepted=True), claimed, None
-            committed = self.commit(claimed.lease, batch)
-            return Delivery(accepted=True), claimed, committed
+            return Delivery(accepted=True), claimed, self._decided(claimed, decide)
 
     def _claim(
         self, run_id: str, owner: str, ttl: float, after_seq: int, now: float

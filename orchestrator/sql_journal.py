@@ -192,6 +192,33 @@ class SqlJournal(DispatcherQueries):
             lambda conn: self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
         )
 
+    def claim_and_commit(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[Claimed | None, Committed | None]:
+        def body(conn: Connection) -> tuple[Claimed | None, Committed | None]:
+            claimed = self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
+            return claimed, None if claimed is None else self._decided_x(conn, claimed, decide)
+
+        return self._retrying(body)
+
+    def _decided_x(
+        self,
+        conn: Connection,
+        claimed: Claimed,
+        decide: Callable[[Claimed], Batch | None] | None,
+    ) -> Committed | None:
+        """What ``decide`` makes of a claim taken in this transaction, committed here."""
+        batch = decide(claimed) if decide is not None else None
+        if batch is None:
+            return None
+        return self._commit_x(conn, claimed.lease, batch, release=True, held=claimed)
+
     def deliver_and_claim(
         self,
         run_id: str,
@@ -210,11 +237,7 @@ class SqlJournal(DispatcherQueries):
             )
             if claimed is None:  # the run is not free: deliver only
                 return self._deliver_x(conn, run_id, item, task_id, now), None, None
-            batch = decide(claimed) if decide is not None else None
-            if batch is None:
-                return Delivery(accepted=True), claimed, None
-            committed = self._commit_x(conn, claimed.lease, batch, release=True, held=claimed)
-            return Delivery(accepted=True), claimed, committed
+            return Delivery(accepted=True), claimed, self._decided_x(conn, claimed, decide)
 
         try:
             return self._retrying(body)

@@ -43,6 +43,8 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 APP = "tests.chaos.chaosapp"
+#: ``w2``'s faults: one step in ten made to take two transactions, lingering before the commit.
+LINGER_HOLDING_LEASE = "driver.decide_in_transaction=raise@0.1,driver.before_commit=sleep:0.5"
 
 
 def _pg_bin() -> Path:
@@ -630,15 +632,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def chaos_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """Private Postgres and Redis, two prefork workers and two dispatchers.
 
-    ``w2`` lingers in 30% of its replays just before the commit (while it holds the run's
-    lease), so a kill or a stop can catch it mid-replay. The logs are kept (outside pytest's
+    ``w2`` steps one run in ten in two transactions (its replay inside the claiming one is
+    made to fail) and lingers in those just before the commit, while it holds the run's
+    lease, so a kill or a stop can catch it mid-replay. The logs are kept (outside pytest's
     rotating temporary directories) when the test fails.
     """
     workdir = Path(tempfile.mkdtemp(prefix="continuum-chaos-"))
     cluster = Cluster(workdir)
     try:
         cluster.add_worker("w1")
-        cluster.add_worker("w2", CONTINUUM_FAULTS="driver.before_commit=sleep:0.5@0.3")
+        cluster.add_worker("w2", CONTINUUM_FAULTS=LINGER_HOLDING_LEASE)
         cluster.add_dispatcher("d1")
         cluster.add_dispatcher("d2")
         cluster.supervise()

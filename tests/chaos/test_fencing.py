@@ -189,8 +189,10 @@ def test_a_worker_stopped_inside_a_replay_is_fenced_off_when_it_resumes(
 ) -> None:
     cluster = Cluster(tmp_path / "cluster", journal_url=postgres_url)
     try:
-        # w1 pauses 2s in every replay just before committing, holding the run's lease.
-        cluster.add_worker("w1", CONTINUUM_FAULTS="driver.before_commit=sleep:2")
+        # w1 steps in two transactions (its replay inside the claiming one fails) and
+        # pauses 2s in every replay just before committing, holding the run's lease.
+        faults = "driver.decide_in_transaction=raise,driver.before_commit=sleep:2"
+        cluster.add_worker("w1", CONTINUUM_FAULTS=faults)
         cluster.add_dispatcher("d1")
         handle = cluster.orc.start("chaos.seq", 2, 40, 0.0)
 

@@ -1225,3 +1225,52 @@ def test_deliver_and_claim_commits_what_decide_returns_in_the_same_step(
     assert held is not None and none is None
     assert status(journal, "r2") is RunStatus.RUNNING
     assert len(journal.history("r2")) == 1
+
+
+def test_claim_and_commit_commits_what_decide_returns_in_the_claiming_step(
+    journal: Journal,
+) -> None:
+    create(journal)
+    journal.deliver("r1", signal("s1", name="go"))
+    seen: list[Claimed] = []
+
+    def decide(claimed: Claimed) -> Batch:
+        seen.append(claimed)
+        [item] = claimed.inbox
+        return Batch(
+            events=[NewEvent(type=item.type, data=item.data)],
+            absorbed=[item.id or 0],
+            tasks=[task()],
+            status=RunStatus.SUSPENDED,
+        )
+
+    claimed, committed = journal.claim_and_commit("r1", owner="w1", ttl=30, decide=decide)
+    assert claimed is not None and len(seen) == 1 and claimed.lease.token == 1
+    assert [e.type for e in claimed.history] == [EventType.RUN_STARTED]
+    assert committed is not None and committed.last_seq == 2
+    assert not committed.pending_inbox
+    assert status(journal) is RunStatus.SUSPENDED
+    assert [e.type for e in journal.history("r1")] == [
+        EventType.RUN_STARTED,
+        EventType.SIGNAL_RECEIVED,
+    ]
+    # The lease was released with the commit: the next claim takes it at once.
+    journal.deliver("r1", signal("s2"))
+    assert claim(journal, owner="w2").lease.token == 2
+
+
+def test_claim_and_commit_leaves_a_declined_claim_with_the_caller_and_a_held_run_alone(
+    journal: Journal,
+) -> None:
+    create(journal)
+    held, none = journal.claim_and_commit("r1", owner="w1", ttl=30, decide=lambda c: None)
+    assert held is not None and none is None
+    assert status(journal) is RunStatus.RUNNING
+    assert seqs(journal) == [1]
+
+    def never(claimed: Claimed) -> Batch:
+        raise AssertionError("decide called for a run that was not claimed")
+
+    assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)
+    journal.commit(held.lease, Batch(status=RunStatus.COMPLETED))
+    assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)

@@ -35,10 +35,11 @@ async def three_steps(ctx: WorkflowContext, n: int) -> int:
 
 
 class RetriedJournal(InMemoryJournal):
-    """Runs the hot path's ``decide`` once in a transaction that is then rolled back (as a
+    """Runs a one-step call's ``decide`` once in a transaction that is then rolled back (as a
     deadlock or a dropped connection would), before the real one."""
 
-    retries = 0
+    retries = 0  # of deliver_and_claim
+    claim_retries = 0  # of claim_and_commit
 
     def deliver_and_claim(
         self,
@@ -50,18 +51,52 @@ class RetriedJournal(InMemoryJournal):
     ) -> tuple[Delivery, Claimed | None, Committed | None]:
         if decide is not None and self.retries:
             self.retries -= 1
-            info = self.describe(run_id)
-            assert info is not None
-            decide(
-                Claimed(
-                    lease=Lease(run_id=run_id, owner=kw["owner"], token=0, expires_at=0.0),
-                    run=info,
-                    history=self.history(run_id, kw["after_seq"]),
-                    inbox=[replace(item, id=-1)],
-                    last_seq=len(self.history(run_id)),
-                )
-            )
+            self._decide_and_roll_back(decide, run_id, [replace(item, id=-1)], **kw)
         return super().deliver_and_claim(run_id, item, decide=decide, **kw)
+
+    def claim_and_commit(
+        self, run_id: str, *, decide: Callable[[Claimed], Batch | None], **kw: Any
+    ) -> tuple[Claimed | None, Committed | None]:
+        if self.claim_retries:
+            self.claim_retries -= 1
+            self._decide_and_roll_back(decide, run_id, [], **kw)
+        return super().claim_and_commit(run_id, decide=decide, **kw)
+
+    def _decide_and_roll_back(
+        self,
+        decide: Callable[[Claimed], Batch | None],
+        run_id: str,
+        inbox: list[InboxItem],
+        **kw: Any,
+    ) -> None:
+        info = self.describe(run_id)
+        assert info is not None
+        decide(
+            Claimed(
+                lease=Lease(run_id=run_id, owner=kw["owner"], token=0, expires_at=0.0),
+                run=info,
+                history=self.history(run_id, kw["after_seq"]),
+                inbox=inbox,
+                last_seq=len(self.history(run_id)),
+            )
+        )
+
+
+class CountingJournal(InMemoryJournal):
+    """Counts the journal's transactions by kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        for name in ("claim_and_commit", "deliver_and_claim", "commit", "release"):
+            setattr(self, name, self._counted(name, getattr(self, name)))
+
+    def _counted(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kw: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kw)
+
+        return counted
 
 
 def outcome(command_id: int, result: int) -> InboxItem:
@@ -93,21 +128,7 @@ def run_to_end(journal: InMemoryJournal, driver: Driver) -> None:
         driver.deliver("r1", outcome(command_id, value), task_id=task_id)
 
 
-def test_each_outcome_is_replayed_and_committed_in_its_delivering_transaction() -> None:
-    journal = InMemoryJournal()
-    driver, publisher = make(journal)
-    run_to_end(journal, driver)
-    info = journal.describe("r1")
-    assert info is not None and (info.status, info.result) == (RunStatus.COMPLETED, 8)
-    assert publisher.replays == []  # no replay message: every step ran where its outcome landed
-    check_history(journal.history("r1"))
-
-
-def test_a_replay_fed_in_a_rolled_back_transaction_is_not_trusted_afterwards() -> None:
-    journal = RetriedJournal()
-    driver, _ = make(journal)
-    journal.retries = 2  # the cached replayer sees an outcome that is never committed, twice
-    run_to_end(journal, driver)
+def assert_ended_with_8(journal: InMemoryJournal) -> None:
     info = journal.describe("r1")
     assert info is not None and (info.status, info.result) == (RunStatus.COMPLETED, 8), info
     history = journal.history("r1")
@@ -115,3 +136,32 @@ def test_a_replay_fed_in_a_rolled_back_transaction_is_not_trusted_afterwards() -
     kinds = [e.type for e in history]
     assert kinds.count(EventType.ACTIVITY_COMPLETED) == 3
     assert kinds.count(EventType.ACTIVITY_SCHEDULED) == 3
+
+
+def test_each_outcome_is_replayed_and_committed_in_its_delivering_transaction() -> None:
+    journal = InMemoryJournal()
+    driver, publisher = make(journal)
+    run_to_end(journal, driver)
+    assert_ended_with_8(journal)
+    assert publisher.replays == []  # no replay message: every step ran where its outcome landed
+
+
+def test_every_step_is_one_transaction_from_the_first_replay_to_the_end() -> None:
+    journal = CountingJournal()
+    driver, _ = make(journal)
+    run_to_end(journal, driver)
+    assert_ended_with_8(journal)
+    # The in-memory journal commits inside the one-step calls too; none is made apart.
+    assert [c for c in journal.calls if c != "commit"] == ["claim_and_commit"] + [
+        "deliver_and_claim"
+    ] * 3
+    assert journal.calls.count("commit") == 4
+
+
+def test_a_replay_fed_in_a_rolled_back_transaction_is_not_trusted_afterwards() -> None:
+    journal = RetriedJournal()
+    driver, _ = make(journal)
+    journal.claim_retries = 1  # the first replay's decision is made and rolled back
+    journal.retries = 2  # the cached replayer sees an outcome that is never committed, twice
+    run_to_end(journal, driver)
+    assert_ended_with_8(journal)
