@@ -191,7 +191,7 @@ class DispatcherQueries(SqlConnection):
             conn.execute(nodes.delete().where(nodes.c.node_id == node_id))
 
     def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
-        with self._tx(autocommit=True) as conn:
+        with self.engine.connect() as conn:
             return self._live_versions_x(conn, self._clock(), node_ttl)
 
     def _live_versions_x(self, conn: Connection, now: float, ttl: float) -> set[tuple[str, str]]:
@@ -203,7 +203,9 @@ class DispatcherQueries(SqlConnection):
         return {(r.workflow, r.version) for r in rows}
 
     def next_wakeup(self) -> float | None:
-        with self._tx(autocommit=True) as conn:
+        # One read-only transaction, rolled back: not worth saving round trips in a pass,
+        # and autocommit would count each statement as a commit.
+        with self.engine.connect() as conn:
             timer = conn.execute(sa.select(sa.func.min(timers.c.fire_at))).scalar()
             task = conn.execute(
                 sa.select(sa.func.min(tasks.c.available_at)).where(
