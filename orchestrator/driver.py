@@ -2,10 +2,11 @@
 
 Claim, replay and commit are one transaction where they can be (the run's row stays locked
 while its step is decided); a step that cannot be decided there is claimed and committed in
-two, fenced by the lease's token. This is the body of the ``orchestrator.replay`` task, kept free of Celery so it runs (and is
-tested) against any journal and publisher. Replayers are cached per process, keyed by run and
-last sequence number, so a run replays only the events recorded since its last step; a miss
-or any doubt falls back to a full replay, which is always correct.
+two, fenced by the lease's token. This is the body of the ``orchestrator.replay`` task, kept
+free of Celery so it runs (and is tested) against any journal and publisher. Replayers are
+cached per process, keyed by run and last sequence number, so a run replays only the events
+recorded since its last step; a miss or any doubt falls back to a full replay, which is
+always correct.
 """
 
 from __future__ import annotations

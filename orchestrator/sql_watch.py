@@ -95,7 +95,7 @@ class ClosedWatcher:
                         elif self._closing or time.monotonic() - idle_since > LINGER:
                             self._thread = None
                             return
-            except psycopg.Error as exc:
+            except Exception as exc:  # a lost connection, mostly: the thread must go on
                 lost = exc
             finally:
                 self._listening.clear()
