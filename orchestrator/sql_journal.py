@@ -47,6 +47,7 @@ from orchestrator.sql_rows import (
     ABSORB,
     ANY_PENDING_INBOX,
     CLAIM_FOR_DELIVERY,
+    CLAIM_FOR_DELIVERY_RESERVING,
     FINISH_AWAITED_TASK,
     LEASE_FREE,
     LOCK_FOR_COMMIT,
@@ -212,9 +213,21 @@ class SqlJournal(DispatcherQueries):
         conn: Connection,
         claimed: Claimed,
         decide: Callable[[Claimed], Batch | None] | None,
+        unstored: dict[str, Any] | None = None,
     ) -> Committed | None:
-        """What ``decide`` makes of a claim taken in this transaction, committed here."""
+        """What ``decide`` makes of a claim taken in this transaction, committed here.
+
+        ``unstored`` is the claim's only inbox item, not inserted yet (see
+        ``_claim_for_delivery_x``): it is inserted unless the batch consumes it."""
         batch = decide(claimed) if decide is not None else None
+        if unstored is not None:
+            if batch is not None and unstored["id"] in batch.absorbed:
+                batch = dataclasses.replace(
+                    batch, absorbed=[i for i in batch.absorbed if i != unstored["id"]]
+                )
+                claimed = dataclasses.replace(claimed, inbox=[])
+            elif self._insert_inbox_x(conn, unstored) is None:
+                raise _NotAwaited  # its dedupe key was taken after all: as if inserted first
         if batch is None:
             return None
         return self._commit_x(conn, claimed.lease, batch, release=True, held=claimed)
@@ -232,12 +245,14 @@ class SqlJournal(DispatcherQueries):
     ) -> tuple[Delivery, Claimed | None, Committed | None]:
         def body(conn: Connection) -> tuple[Delivery, Claimed | None, Committed | None]:
             now = self._clock()
-            claimed = self._claim_for_delivery_x(
+            found = self._claim_for_delivery_x(
                 conn, run_id, item, task_id, owner, ttl, now, after_seq
             )
-            if claimed is None:  # the run is not free: deliver only
+            if found is None:  # the run is not free: deliver only
                 return self._deliver_x(conn, run_id, item, task_id, now), None, None
-            return Delivery(accepted=True), claimed, self._decided_x(conn, claimed, decide)
+            claimed, unstored = found
+            committed = self._decided_x(conn, claimed, decide, unstored)
+            return Delivery(accepted=True), claimed, committed
 
         try:
             return self._retrying(body)
@@ -254,14 +269,21 @@ class SqlJournal(DispatcherQueries):
         ttl: float,
         now: float,
         after_seq: int,
-    ) -> Claimed | None:
+    ) -> tuple[Claimed, dict[str, Any] | None] | None:
         """The hot path: a run that the delivery would dispatch is claimed first, in one
         statement, then the awaited task finished and the item inserted. ``None`` when the
         run cannot be claimed now; :class:`_NotAwaited`, which rolls the claim back with the
         transaction, when the run does not take the item (a task it does not wait for, a
-        dedupe key it has)."""
+        dedupe key it has).
+
+        An activity's outcome that is the run's only inbox item is not inserted yet: its
+        row's values (with the id the claim reserved) come back for ``_decided_x``, which
+        stores it only if the step does not consume it. The finished task is what makes a
+        second delivery of it fail, so its dedupe key cannot be taken already."""
+        reserve = self.postgres and task_id is not None
         params = {"p_run_id": run_id, "p_owner": owner, "p_expires": now + ttl, "now": now}
-        row = conn.execute(CLAIM_FOR_DELIVERY, params).first()
+        statement = CLAIM_FOR_DELIVERY_RESERVING if reserve else CLAIM_FOR_DELIVERY
+        row = conn.execute(statement, params).first()
         if row is None:
             return None
         if task_id is not None:
@@ -269,13 +291,21 @@ class SqlJournal(DispatcherQueries):
             if finished.first() is None:
                 raise _NotAwaited
         data = payloads.encode(item.data, f"{item.type} inbox item")
-        item_id = self._insert_inbox_x(conn, run_id, item, data, now)
-        if item_id is None:
-            raise _NotAwaited
+        values = _inbox_values(run_id, item, data, now)
+        unstored = None
+        if reserve and not row.inbox_pending:
+            values["id"] = item_id = int(row.reserved_inbox_id)
+            unstored = values
+        else:
+            inserted = self._insert_inbox_x(conn, values)
+            if inserted is None:
+                raise _NotAwaited
+            item_id = inserted
         only = None
         if not row.inbox_pending:
             only = [dataclasses.replace(item, id=item_id, at=now, data=payloads.decode(data))]
-        return self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox=only)
+        claimed = self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox=only)
+        return claimed, unstored
 
     def _claim_x(
         self, conn: Connection, run_id: str, owner: str, ttl: float, after_seq: int, now: float
@@ -504,7 +534,7 @@ class SqlJournal(DispatcherQueries):
             if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
                 return Delivery(accepted=False)  # not an attempt this run is waiting for
         data = payloads.encode(item.data, f"{item.type} inbox item")
-        if self._insert_inbox_x(conn, run_id, item, data, now) is None:
+        if self._insert_inbox_x(conn, _inbox_values(run_id, item, data, now)) is None:
             return Delivery(accepted=False)
         status = row.status
         if status == RunStatus.SUSPENDED.value:
@@ -518,21 +548,9 @@ class SqlJournal(DispatcherQueries):
         ref = RunRef(run_id=run_id, workflow=row.workflow, version=row.version)
         return Delivery(accepted=True, dispatch=ref if dispatch else None)
 
-    def _insert_inbox_x(
-        self, conn: Connection, run_id: str, item: InboxItem, data: str, now: float
-    ) -> int | None:
-        """Insert ``item`` (its payload encoded as ``data``); its id, or ``None`` when the run
+    def _insert_inbox_x(self, conn: Connection, values: dict[str, Any]) -> int | None:
+        """Insert an inbox row (see :func:`_inbox_values`); its id, or ``None`` when the run
         has that dedupe key already."""
-        values = {
-            "run_id": run_id,
-            "dedupe_key": item.dedupe_key,
-            "type": EventType(item.type).value,
-            "command_id": item.command_id,
-            "attempt": item.attempt,
-            "data": data,
-            "at": now,
-            "absorbed": False,
-        }
         inserted = conn.execute(self._insert_inbox, values).first()
         return None if inserted is None else int(inserted.id)
 
@@ -546,6 +564,20 @@ class SqlJournal(DispatcherQueries):
 
 class _NotAwaited(Exception):
     """The outcome is not one the run waits for: the hot path's claim is rolled back."""
+
+
+def _inbox_values(run_id: str, item: InboxItem, data: str, now: float) -> dict[str, Any]:
+    """The inbox row of ``item``, its payload encoded as ``data``."""
+    return {
+        "run_id": run_id,
+        "dedupe_key": item.dedupe_key,
+        "type": EventType(item.type).value,
+        "command_id": item.command_id,
+        "attempt": item.attempt,
+        "data": data,
+        "at": now,
+        "absorbed": False,
+    }
 
 
 def _cancel_reason(batch: Batch) -> str | None:

@@ -71,6 +71,12 @@ CLAIM_FOR_DELIVERY = (
         .label("inbox_pending"),
     )
 )
+#: On Postgres, the claim for an activity's outcome also reserves the outcome's inbox id: an
+#: outcome that the step it lands in consumes is then never stored in the inbox (its task,
+#: finished in the same transaction, is what keeps a second copy out).
+CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY.returning(
+    sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
+)
 LOCK_FOR_COMMIT = (
     sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
     .where(runs.c.run_id == _run_param)

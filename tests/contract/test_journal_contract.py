@@ -1274,3 +1274,48 @@ def test_claim_and_commit_leaves_a_declined_claim_with_the_caller_and_a_held_run
     assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)
     journal.commit(held.lease, Batch(status=RunStatus.COMPLETED))
     assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)
+
+
+def test_an_outcome_its_own_step_leaves_unconsumed_waits_in_the_inbox(journal: Journal) -> None:
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+    seen: list[Claimed] = []
+
+    def keep_waiting(claimed: Claimed) -> Batch:
+        seen.append(claimed)
+        return Batch(status=RunStatus.SUSPENDED)
+
+    outcome = completed(1, "ch_1")
+    _, claimed, committed = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, decide=keep_waiting
+    )
+    assert claimed is not None and committed is not None and committed.pending_inbox
+    [handed] = seen[0].inbox
+    # The next claim is handed the same item, under the same id; a second copy is refused.
+    assert [(i.id, i.dedupe_key, i.data) for i in claim(journal, owner="w2").inbox] == [
+        (handed.id, outcome.dedupe_key, outcome.data)
+    ]
+    again = journal.deliver("r1", outcome, task_id=charge.task_id)
+    assert not again.accepted
+
+
+def test_an_outcome_its_own_step_consumes_leaves_nothing_pending(journal: Journal) -> None:
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+
+    def consume(claimed: Claimed) -> Batch:
+        [item] = claimed.inbox
+        event = NewEvent(type=item.type, command_id=1, attempt=1, data=item.data)
+        return Batch(events=[event], absorbed=[item.id or 0], status=RunStatus.SUSPENDED)
+
+    outcome = completed(1, "ch_1")
+    _, _, committed = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, decide=consume
+    )
+    assert committed is not None and not committed.pending_inbox
+    assert status(journal) is RunStatus.SUSPENDED
+    assert journal.claim("r1", "w2", 30) is None  # nothing left to do
+    assert not journal.deliver("r1", outcome, task_id=charge.task_id).accepted
+    assert [e.type for e in journal.history("r1")][-1] is EventType.ACTIVITY_COMPLETED
