@@ -48,6 +48,7 @@ from orchestrator.sql_rows import (
     ANY_PENDING_INBOX,
     CLAIM_FOR_DELIVERY,
     CLAIM_FOR_DELIVERY_RESERVING,
+    CREATE_RUN,
     FINISH_AWAITED_TASK,
     LEASE_FREE,
     LOCK_FOR_COMMIT,
@@ -87,41 +88,47 @@ class SqlJournal(DispatcherQueries):
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
         now = self._clock()
-        with self._tx() as conn:
+        with self._tx(autocommit=True) if self.postgres else self._tx() as conn:
             return self._insert_run_x(conn, run, now)
 
     def _insert_run_x(self, conn: Connection, run: NewRun, now: float) -> bool:
+        """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. One
+        statement on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`)."""
+        values = {
+            "run_id": run.run_id,
+            "workflow": run.workflow,
+            "version": run.version,
+            "status": RunStatus.RUNNABLE.value,
+            "args": payloads.encode(run.args, "workflow arguments"),
+            "parent_run_id": run.parent_run_id,
+            "parent_command_id": run.parent_command_id,
+            "parent_close_policy": run.parent_close_policy,
+            "correlation_id": run.correlation_id or run.run_id,
+            "continued_from_run_id": run.continued_from_run_id,
+            "lease_token": 0,
+            "last_seq": 1,
+            "dispatched_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        data = {"workflow": run.workflow, "version": run.version, "args": run.args}
+        started = payloads.encode(data, "run_started")
+        if self.postgres:
+            return conn.execute(CREATE_RUN, {**values, "started": started}).first() is not None
         inserted = conn.execute(
             self._insert(runs)
-            .values(
-                run_id=run.run_id,
-                workflow=run.workflow,
-                version=run.version,
-                status=RunStatus.RUNNABLE.value,
-                args=payloads.encode(run.args, "workflow arguments"),
-                parent_run_id=run.parent_run_id,
-                parent_command_id=run.parent_command_id,
-                parent_close_policy=run.parent_close_policy,
-                correlation_id=run.correlation_id or run.run_id,
-                continued_from_run_id=run.continued_from_run_id,
-                lease_token=0,
-                last_seq=1,
-                dispatched_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+            .values(values)
             .on_conflict_do_nothing(index_elements=["run_id"])
             .returning(runs.c.run_id)
         ).first()
         if inserted is None:
             return False
-        data = {"workflow": run.workflow, "version": run.version, "args": run.args}
         conn.execute(
             events.insert().values(
                 run_id=run.run_id,
                 seq=1,
                 type=EventType.RUN_STARTED.value,
-                data=payloads.encode(data, "run_started"),
+                data=started,
                 at=now,
             )
         )

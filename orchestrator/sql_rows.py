@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Row
 
 from orchestrator import payloads, schema
@@ -76,6 +77,47 @@ CLAIM_FOR_DELIVERY = (
 #: finished in the same transaction, is what keeps a second copy out).
 CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY.returning(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
+)
+#: The columns a new run is inserted with (the rest take their defaults).
+NEW_RUN_COLUMNS = (
+    "run_id",
+    "workflow",
+    "version",
+    "status",
+    "args",
+    "parent_run_id",
+    "parent_command_id",
+    "parent_close_policy",
+    "correlation_id",
+    "continued_from_run_id",
+    "lease_token",
+    "last_seq",
+    "dispatched_at",
+    "created_at",
+    "updated_at",
+)
+_new_run = (
+    postgresql.insert(runs)
+    .values({name: sa.bindparam(name) for name in NEW_RUN_COLUMNS})
+    .on_conflict_do_nothing(index_elements=["run_id"])
+    .returning(runs.c.run_id)
+    .cte("new_run")
+)
+#: On Postgres, a run and its ``run_started`` event in one statement (no event when the run
+#: id is taken); the parameters are NEW_RUN_COLUMNS and ``started`` (the event's data).
+CREATE_RUN = (
+    events.insert()
+    .from_select(
+        ["run_id", "seq", "type", "data", "at"],
+        sa.select(
+            _new_run.c.run_id,
+            sa.literal(1),
+            sa.literal(EventType.RUN_STARTED.value),
+            sa.bindparam("started", type_=sa.Text),
+            sa.bindparam("created_at", type_=sa.Float),
+        ),
+    )
+    .returning(events.c.run_id)
 )
 LOCK_FOR_COMMIT = (
     sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
