@@ -1319,3 +1319,6 @@ def test_an_outcome_its_own_step_consumes_leaves_nothing_pending(journal: Journa
     assert journal.claim("r1", "w2", 30) is None  # nothing left to do
     assert not journal.deliver("r1", outcome, task_id=charge.task_id).accepted
     assert [e.type for e in journal.history("r1")][-1] is EventType.ACTIVITY_COMPLETED
+    # The next claim is handed the next fact only, not the consumed outcome again.
+    journal.deliver("r1", signal("s1"))
+    assert [i.dedupe_key for i in claim(journal, owner="w2").inbox] == ["s1"]
