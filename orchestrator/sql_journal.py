@@ -60,9 +60,11 @@ from orchestrator.sql_rows import (
     events,
     inbox,
     inbox_item,
+    inbox_row,
     read_history,
     ref_of,
     run_info,
+    run_row,
     runs,
     task_row,
     tasks,
@@ -88,29 +90,13 @@ class SqlJournal(DispatcherQueries):
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, run: NewRun) -> bool:
         now = self._clock()
-        with self._tx(autocommit=True) if self.postgres else self._tx() as conn:
+        with self._tx(autocommit=True) as conn:
             return self._insert_run_x(conn, run, now)
 
     def _insert_run_x(self, conn: Connection, run: NewRun, now: float) -> bool:
         """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. One
         statement on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`)."""
-        values = {
-            "run_id": run.run_id,
-            "workflow": run.workflow,
-            "version": run.version,
-            "status": RunStatus.RUNNABLE.value,
-            "args": payloads.encode(run.args, "workflow arguments"),
-            "parent_run_id": run.parent_run_id,
-            "parent_command_id": run.parent_command_id,
-            "parent_close_policy": run.parent_close_policy,
-            "correlation_id": run.correlation_id or run.run_id,
-            "continued_from_run_id": run.continued_from_run_id,
-            "lease_token": 0,
-            "last_seq": 1,
-            "dispatched_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
+        values = run_row(run, now)
         data = {"workflow": run.workflow, "version": run.version, "args": run.args}
         started = payloads.encode(data, "run_started")
         if self.postgres:
@@ -229,6 +215,8 @@ class SqlJournal(DispatcherQueries):
         batch = decide(claimed) if decide is not None else None
         if unstored is not None:
             if batch is not None and unstored["id"] in batch.absorbed:
+                # Consumed: there is no row to absorb, and the claim's inbox holds nothing
+                # that is still pending.
                 batch = dataclasses.replace(
                     batch, absorbed=[i for i in batch.absorbed if i != unstored["id"]]
                 )
@@ -298,7 +286,7 @@ class SqlJournal(DispatcherQueries):
             if finished.first() is None:
                 raise _NotAwaited
         data = payloads.encode(item.data, f"{item.type} inbox item")
-        values = _inbox_values(run_id, item, data, now)
+        values = inbox_row(run_id, item, data, now)
         unstored = None
         if reserve and not row.inbox_pending:
             values["id"] = item_id = int(row.reserved_inbox_id)
@@ -541,7 +529,7 @@ class SqlJournal(DispatcherQueries):
             if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
                 return Delivery(accepted=False)  # not an attempt this run is waiting for
         data = payloads.encode(item.data, f"{item.type} inbox item")
-        if self._insert_inbox_x(conn, _inbox_values(run_id, item, data, now)) is None:
+        if self._insert_inbox_x(conn, inbox_row(run_id, item, data, now)) is None:
             return Delivery(accepted=False)
         status = row.status
         if status == RunStatus.SUSPENDED.value:
@@ -571,20 +559,6 @@ class SqlJournal(DispatcherQueries):
 
 class _NotAwaited(Exception):
     """The outcome is not one the run waits for: the hot path's claim is rolled back."""
-
-
-def _inbox_values(run_id: str, item: InboxItem, data: str, now: float) -> dict[str, Any]:
-    """The inbox row of ``item``, its payload encoded as ``data``."""
-    return {
-        "run_id": run_id,
-        "dedupe_key": item.dedupe_key,
-        "type": EventType(item.type).value,
-        "command_id": item.command_id,
-        "attempt": item.attempt,
-        "data": data,
-        "at": now,
-        "absorbed": False,
-    }
 
 
 def _cancel_reason(batch: Batch) -> str | None:

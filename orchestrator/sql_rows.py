@@ -78,7 +78,7 @@ CLAIM_FOR_DELIVERY = (
 CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY.returning(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
 )
-#: The columns a new run is inserted with (the rest take their defaults).
+#: The columns a new run is inserted with (see :func:`run_row`; the rest take defaults).
 NEW_RUN_COLUMNS = (
     "run_id",
     "workflow",
@@ -210,6 +210,41 @@ def inbox_item(row: Row[Any]) -> InboxItem:
         id=row.id,
         at=row.at,
     )
+
+
+def run_row(run: NewRun, now: float) -> dict[str, Any]:
+    """The row of a new run: the columns of NEW_RUN_COLUMNS."""
+    return {
+        "run_id": run.run_id,
+        "workflow": run.workflow,
+        "version": run.version,
+        "status": RunStatus.RUNNABLE.value,
+        "args": payloads.encode(run.args, "workflow arguments"),
+        "parent_run_id": run.parent_run_id,
+        "parent_command_id": run.parent_command_id,
+        "parent_close_policy": run.parent_close_policy,
+        "correlation_id": run.correlation_id or run.run_id,
+        "continued_from_run_id": run.continued_from_run_id,
+        "lease_token": 0,
+        "last_seq": 1,
+        "dispatched_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def inbox_row(run_id: str, item: InboxItem, data: str, now: float) -> dict[str, Any]:
+    """The inbox row of ``item``, its payload encoded as ``data``."""
+    return {
+        "run_id": run_id,
+        "dedupe_key": item.dedupe_key,
+        "type": EventType(item.type).value,
+        "command_id": item.command_id,
+        "attempt": item.attempt,
+        "data": data,
+        "at": now,
+        "absorbed": False,
+    }
 
 
 def task_row(task: OutboxTask, now: float) -> dict[str, Any]:
