@@ -75,7 +75,14 @@ def test_flower_lists_a_runs_tasks_by_name(cluster: Cluster, flower: str) -> Non
             if handle.run_id in (t.get("uuid") or "") or handle.run_id in (t.get("args") or "")
         ]
 
-    tasks = wait_for(lambda: (t := run_tasks()) and len(t) >= 4 and t, 30, "Flower's tasks")
+    def settled() -> list[dict[str, Any]] | None:
+        # The run ends inside its last activity's success handler, before the worker sends
+        # that task's task-succeeded event: wait for Flower to have every task's end.
+        tasks = run_tasks()
+        ended = all(t["state"] == "SUCCESS" for t in tasks if t["name"] != "orchestrator.replay")
+        return tasks if len(tasks) >= 4 and ended else None
+
+    tasks = wait_for(settled, 30, "Flower's tasks, ended")
     activities = [t for t in tasks if t["uuid"].startswith(handle.run_id)]
     assert sorted(t["uuid"] for t in activities) == [f"{handle.run_id}:{i}:1" for i in (1, 2, 3)]
     assert {t["name"] for t in activities} == {"tests.integration.wfapp.add"}
