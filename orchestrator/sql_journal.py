@@ -46,8 +46,10 @@ from orchestrator.sql_dispatch import DispatcherQueries
 from orchestrator.sql_rows import (
     ABSORB,
     ANY_PENDING_INBOX,
+    CHILDREN_TO_CANCEL,
     CLAIM_FOR_DELIVERY,
     CLAIM_FOR_DELIVERY_RESERVING,
+    CLOSE_RUN,
     CREATE_RUN,
     FINISH_AWAITED_TASK,
     LEASE_FREE,
@@ -57,6 +59,7 @@ from orchestrator.sql_rows import (
     START_TASK,
     TERMINAL,
     UPDATE_RUN,
+    WRITE_STEP,
     events,
     inbox,
     inbox_item,
@@ -66,6 +69,7 @@ from orchestrator.sql_rows import (
     run_info,
     run_row,
     runs,
+    step_rows,
     task_row,
     tasks,
     timers,
@@ -365,27 +369,29 @@ class SqlJournal(DispatcherQueries):
             seq, prior = row.last_seq, row.status
         else:
             seq, prior = held.last_seq, RunStatus.RUNNING.value
-        if batch.events:
-            rows = []
-            for event in batch.events:
-                seq += 1
-                rows.append(
-                    {
-                        "run_id": lease.run_id,
-                        "seq": seq,
-                        "type": EventType(event.type).value,
-                        "command_id": event.command_id,
-                        "attempt": event.attempt,
-                        "data": payloads.encode(event.data, f"{event.type} event"),
-                        "at": now if event.at is None else event.at,
-                    }
-                )
-            conn.execute(events.insert(), rows)
+        event_rows = []
+        for event in batch.events:
+            seq += 1
+            event_rows.append(
+                {
+                    "run_id": lease.run_id,
+                    "seq": seq,
+                    "type": EventType(event.type).value,
+                    "command_id": event.command_id,
+                    "attempt": event.attempt,
+                    "data": payloads.encode(event.data, f"{event.type} event"),
+                    "at": now if event.at is None else event.at,
+                }
+            )
+        task_rows = [task_row(t, now) for t in batch.tasks]
+        if not self.postgres:
+            if event_rows:
+                conn.execute(events.insert(), event_rows)
+            if task_rows:
+                conn.execute(tasks.insert(), task_rows)
         if batch.absorbed:
             params = {"p_run_id": lease.run_id, "p_ids": list(batch.absorbed), "absorbed": True}
             conn.execute(ABSORB, params)
-        if batch.tasks:
-            conn.execute(tasks.insert(), [task_row(t, now) for t in batch.tasks])
         if batch.timers:
             conn.execute(
                 timers.insert(),
@@ -423,7 +429,6 @@ class SqlJournal(DispatcherQueries):
                     )
                     .values(run_id=batch.continuation.run_id)
                 )
-            self._drop_leftovers(conn, lease.run_id)
             pending = False
         elif held is None:
             pending = self._has_pending_inbox(conn, lease.run_id)
@@ -438,34 +443,41 @@ class SqlJournal(DispatcherQueries):
                 values["status"] = RunStatus.RUNNABLE.value
             else:
                 values["dispatched_at"] = None
-        ended = conn.execute(UPDATE_RUN, {"p_run_id": lease.run_id, **values}).one()
+        values["p_run_id"] = lease.run_id
+        if self.postgres:
+            written = conn.execute(WRITE_STEP, {**values, **step_rows(event_rows, task_rows)})
+        else:
+            written = conn.execute(UPDATE_RUN, values)
+        ended = written.one()
+        # The run's children it cancels as it ends: read as its leftovers are dropped.
+        children = self._close_x(conn, lease.run_id) if status.terminal else None
         cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)
         if cancelled or (status.terminal and status is not RunStatus.CONTINUED):
             reason = batch.reason if status.terminal else _cancel_reason(batch)
-            dispatch += self._cancel_children_x(conn, lease.run_id, reason, now)
+            dispatch += self._cancel_children_x(conn, lease.run_id, reason, now, children)
         if status.terminal and status is not RunStatus.CONTINUED and ended.parent_run_id:
             info = run_info(ended)
             item = child_outcome_item(info, status)
             collect_dispatch(dispatch, self._deliver_x(conn, ended.parent_run_id, item, None, now))
-        if status.terminal:
-            self._notify(conn, CLOSED_CHANNEL, lease.run_id)
         if batch.timers or any(t.available_at > now for t in batch.tasks):
             self._notify(conn, WAKEUP_CHANNEL)
         return Committed(last_seq=seq, pending_inbox=pending, dispatch=dispatch)
 
     def _cancel_children_x(
-        self, conn: Connection, run_id: str, reason: str | None, now: float
+        self,
+        conn: Connection,
+        run_id: str,
+        reason: str | None,
+        now: float,
+        children: list[str] | None = None,
     ) -> list[RunRef]:
-        children = conn.execute(
-            sa.select(runs.c.run_id).where(
-                runs.c.parent_run_id == run_id,
-                runs.c.parent_close_policy == "cancel",
-                runs.c.status.not_in(TERMINAL),
-            )
-        ).scalars()
+        """Deliver a cancel request to ``run_id``'s children that end with it (``children``,
+        when the caller has read them already)."""
+        if children is None:
+            children = list(conn.execute(CHILDREN_TO_CANCEL, {"p_run_id": run_id}).scalars())
         refs: list[RunRef] = []
         item = cancel_item(reason or f"parent {run_id} was cancelled or ended")
-        for child in list(children):
+        for child in children:
             collect_dispatch(refs, self._deliver_x(conn, child, item, None, now))
         return refs
 
@@ -500,7 +512,12 @@ class SqlJournal(DispatcherQueries):
     def _has_pending_inbox(self, conn: Connection, run_id: str) -> bool:
         return conn.execute(ANY_PENDING_INBOX, {"p_run_id": run_id}).first() is not None
 
-    def _drop_leftovers(self, conn: Connection, run_id: str) -> None:
+    def _close_x(self, conn: Connection, run_id: str) -> list[str]:
+        """Drop what an ended run leaves behind, tell its waiters it ended, and return its
+        children that end with it (one statement on Postgres)."""
+        if self.postgres:
+            row = conn.execute(CLOSE_RUN, {"p_run_id": run_id, "p_channel": CLOSED_CHANNEL}).one()
+            return list(row.children or ())
         conn.execute(inbox.delete().where(inbox.c.run_id == run_id))
         conn.execute(timers.delete().where(timers.c.run_id == run_id))
         conn.execute(
@@ -508,6 +525,7 @@ class SqlJournal(DispatcherQueries):
             .where(tasks.c.run_id == run_id, sa.not_(tasks.c.finished))
             .values(finished=True)
         )
+        return list(conn.execute(CHILDREN_TO_CANCEL, {"p_run_id": run_id}).scalars())
 
     # -- facts from outside -----------------------------------------------------------------
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:

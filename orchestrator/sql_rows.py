@@ -139,8 +139,95 @@ START_TASK = (
     )
     .returning(tasks.c.task_id)
 )
-#: The values (SET columns) of the next two come from each call's parameters.
+#: The values (SET columns) of the next three come from each call's parameters.
 UPDATE_RUN = runs.update().where(runs.c.run_id == _run_param).returning(*runs.c)
+#: The columns of a step's new events and tasks (see :func:`task_row`).
+EVENT_COLUMNS = ("run_id", "seq", "type", "command_id", "attempt", "data", "at")
+TASK_COLUMNS = (
+    "task_id",
+    "run_id",
+    "command_id",
+    "attempt",
+    "kind",
+    "task_name",
+    "args",
+    "kwargs",
+    "queue",
+    "timeout_seconds",
+    "target_activity_id",
+    "available_at",
+    "created_at",
+    "published_at",
+    "finished",
+)
+
+
+def _insert_json(table: sa.Table, columns: tuple[str, ...], param: str) -> sa.CTE:
+    """An INSERT of the rows given as one JSON array of objects (parameter ``param``).
+
+    Its shape does not depend on how many rows it inserts, so it is compiled once, and one
+    JSON string costs far less to encode than an array per column. The rows' values are
+    read as unbounded types: the column then refuses an over-long value (a cast to
+    ``varchar(n)`` would cut it short).
+    """
+
+    def unbounded(column: sa.Column[Any]) -> Any:
+        return sa.String() if isinstance(column.type, sa.String) else column.type
+
+    rows = (
+        sa.func.json_to_recordset(sa.cast(sa.bindparam(param, type_=sa.Text), postgresql.JSON))
+        .table_valued(*[sa.column(name, unbounded(table.c[name])) for name in columns])
+        .render_derived(with_types=True)
+    )
+    return (
+        table.insert()
+        .from_select(list(columns), sa.select(*[rows.c[name] for name in columns]))
+        .cte(f"new_{table.name}")
+    )
+
+
+#: On Postgres, a step's events and tasks are inserted by the run's update itself: one round
+#: trip instead of three. Parameters: UPDATE_RUN's, and :func:`step_rows`.
+WRITE_STEP = UPDATE_RUN.add_cte(_insert_json(events, EVENT_COLUMNS, "p_events")).add_cte(
+    _insert_json(tasks, TASK_COLUMNS, "p_tasks")
+)
+
+
+def step_rows(event_rows: list[dict[str, Any]], task_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """WRITE_STEP's parameters for these rows."""
+    return {
+        "p_events": json.dumps(event_rows, allow_nan=False),
+        "p_tasks": json.dumps(task_rows, allow_nan=False),
+    }
+
+
+#: The children of a run that are cancelled when it ends (or is cancelled).
+_children_to_cancel = sa.and_(
+    runs.c.parent_run_id == _run_param,
+    runs.c.parent_close_policy == "cancel",
+    runs.c.status.not_in(TERMINAL),
+)
+CHILDREN_TO_CANCEL = sa.select(runs.c.run_id).where(_children_to_cancel)
+#: On Postgres, what an ended run leaves behind is dropped (its inbox and timers deleted, its
+#: tasks marked finished so late outcomes are refused), its waiters notified, and the children
+#: it may have to cancel read, in one statement. Parameters: ``p_run_id``, ``p_channel``.
+CLOSE_RUN = (
+    sa.select(
+        sa.func.pg_notify(sa.bindparam("p_channel"), _run_param).label("notified"),
+        sa.select(sa.func.array_agg(runs.c.run_id))
+        .where(_children_to_cancel)
+        .scalar_subquery()
+        .label("children"),
+    )
+    .add_cte(inbox.delete().where(inbox.c.run_id == _run_param).cte("dropped_inbox"))
+    .add_cte(timers.delete().where(timers.c.run_id == _run_param).cte("dropped_timers"))
+    .add_cte(
+        tasks.update()
+        .where(tasks.c.run_id == _run_param, sa.not_(tasks.c.finished))
+        .values(finished=True)
+        .cte("finished_tasks")
+    )
+)
 ABSORB = inbox.update().where(
     inbox.c.run_id == _run_param, inbox.c.id.in_(sa.bindparam("p_ids", expanding=True))
 )

@@ -481,7 +481,7 @@ def test_a_writer_paused_inside_its_commit_does_not_hold_the_run_past_its_lease(
     inside, resume = threading.Event(), threading.Event()
 
     def pause_in_commit(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO EVENTS") and not resume.is_set():
+        if "INSERT INTO EVENTS" in statement.upper() and not resume.is_set():
             inside.set()  # the run's row is locked by this transaction now
             resume.wait(30)
 
