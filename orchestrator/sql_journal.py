@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from orchestrator import payloads, schema
+from orchestrator import payloads
 from orchestrator.errors import LeaseLost
 from orchestrator.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.journal import (
@@ -47,12 +47,13 @@ from orchestrator.sql_rows import (
     ABSORB,
     ANY_PENDING_INBOX,
     CHILDREN_TO_CANCEL,
+    CLAIM,
     CLAIM_FOR_DELIVERY,
     CLAIM_FOR_DELIVERY_RESERVING,
+    CLAIM_READING,
     CLOSE_RUN,
     CREATE_RUN,
     FINISH_AWAITED_TASK,
-    LEASE_FREE,
     LOCK_FOR_COMMIT,
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
@@ -60,6 +61,8 @@ from orchestrator.sql_rows import (
     TERMINAL,
     UPDATE_RUN,
     WRITE_STEP,
+    claimed_history,
+    claimed_inbox,
     events,
     inbox,
     inbox_item,
@@ -309,24 +312,27 @@ class SqlJournal(DispatcherQueries):
     def _claim_x(
         self, conn: Connection, run_id: str, owner: str, ttl: float, after_seq: int, now: float
     ) -> Claimed | None:
-        row = conn.execute(
-            runs.update()
-            .where(runs.c.run_id == run_id)
-            .where(runs.c.status.in_(schema.ACTIVE_STATUSES))
-            .where(LEASE_FREE)
-            .values(
-                lease_owner=owner,
-                lease_token=runs.c.lease_token + 1,
-                lease_expires_at=now + ttl,
-                status=RunStatus.RUNNING.value,
-                updated_at=now,
-            )
-            .returning(*runs.c),
-            {"now": now},
-        ).first()
+        params = {
+            "p_run_id": run_id,
+            "p_owner": owner,
+            "p_expires": now + ttl,
+            "now": now,
+            "p_after": after_seq,
+        }
+        row = conn.execute(CLAIM_READING if self.postgres else CLAIM, params).first()
         if row is None:
             return None
-        return self._claimed_x(conn, row, owner, now + ttl, after_seq)
+        if not self.postgres:
+            return self._claimed_x(conn, row, owner, now + ttl, after_seq)
+        return self._claimed_x(
+            conn,
+            row,
+            owner,
+            now + ttl,
+            after_seq,
+            inbox=claimed_inbox(row.inbox_json),
+            history=claimed_history(run_id, row.history_json),
+        )
 
     def _claimed_x(
         self,
@@ -336,12 +342,14 @@ class SqlJournal(DispatcherQueries):
         expires_at: float,
         after_seq: int,
         inbox: list[InboxItem] | None = None,
+        history: list[Event] | None = None,
     ) -> Claimed:
-        """What a claim returns, read in the claiming transaction (``inbox``, when the
-        caller knows it already)."""
+        """What a claim returns, read in the claiming transaction (``inbox`` and
+        ``history``, when the caller has them already)."""
         run_id = row.run_id
-        # A caller with a cached replayer up to date needs no history at all.
-        history = [] if after_seq >= row.last_seq else read_history(conn, run_id, after_seq)
+        if history is None:
+            # A caller with a cached replayer up to date needs no history at all.
+            history = [] if after_seq >= row.last_seq else read_history(conn, run_id, after_seq)
         if inbox is None:
             pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
             inbox = [inbox_item(r) for r in pending]

@@ -44,6 +44,14 @@ LOCK_FOR_DELIVERY = (
     .where(runs.c.run_id == _run_param)
     .with_for_update()
 )
+#: What a claim sets on the run's row: a new lease, for ``p_owner`` until ``p_expires``.
+_LEASED: dict[str, Any] = {
+    "lease_owner": sa.bindparam("p_owner"),
+    "lease_token": runs.c.lease_token + 1,
+    "lease_expires_at": sa.bindparam("p_expires"),
+    "status": RunStatus.RUNNING.value,
+    "updated_at": sa.bindparam("now"),
+}
 #: The hot path's claim: a run that a delivery would dispatch (not blocked, not ended, lease
 #: free, no replay in flight) is leased to the deliverer in one statement, which also says
 #: whether other inbox items wait.
@@ -57,14 +65,7 @@ CLAIM_FOR_DELIVERY = (
         LEASE_FREE,
         runs.c.dispatched_at.is_(None),
     )
-    .values(
-        lease_owner=sa.bindparam("p_owner"),
-        lease_token=runs.c.lease_token + 1,
-        lease_expires_at=sa.bindparam("p_expires"),
-        status=RunStatus.RUNNING.value,
-        dispatched_at=sa.bindparam("now"),
-        updated_at=sa.bindparam("now"),
-    )
+    .values(**_LEASED, dispatched_at=sa.bindparam("now"))
     .returning(
         *runs.c,
         sa.exists()
@@ -78,6 +79,46 @@ CLAIM_FOR_DELIVERY = (
 CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY.returning(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
 )
+#: A replay's claim: a run that is active and whose lease is free is leased to the claimer.
+CLAIM = (
+    runs.update()
+    .where(
+        runs.c.run_id == _run_param,
+        runs.c.status.in_(schema.ACTIVE_STATUSES),
+        LEASE_FREE,
+    )
+    .values(**_LEASED)
+    .returning(*runs.c)
+)
+
+
+def _rows_json(table: sa.Table, columns: tuple[str, ...], order: str, *where: Any) -> Any:
+    """A JSON array of ``table``'s rows (each an array of ``columns``) for the claimed run."""
+    row = sa.func.json_build_array(*[table.c[name] for name in columns])
+    return (
+        sa.select(sa.func.json_agg(postgresql.aggregate_order_by(row, table.c[order])))
+        .where(table.c.run_id == runs.c.run_id, *where)
+        .correlate(runs)
+        .scalar_subquery()
+    )
+
+
+#: The run's history after ``p_after`` and its pending inbox, as JSON arrays of rows (read
+#: by :func:`claimed_history` and :func:`claimed_inbox`).
+_HISTORY_JSON = _rows_json(
+    events,
+    ("seq", "type", "command_id", "attempt", "data", "at"),
+    "seq",
+    events.c.seq > sa.bindparam("p_after"),
+).label("history_json")
+_INBOX_JSON = _rows_json(
+    inbox,
+    ("id", "dedupe_key", "type", "command_id", "attempt", "data", "at"),
+    "id",
+    sa.not_(inbox.c.absorbed),
+).label("inbox_json")
+#: On Postgres, the claim also returns what the claimer reads next: two round trips fewer.
+CLAIM_READING = CLAIM.returning(_HISTORY_JSON, _INBOX_JSON)
 #: The columns a new run is inserted with (see :func:`run_row`; the rest take defaults).
 NEW_RUN_COLUMNS = (
     "run_id",
@@ -263,6 +304,38 @@ def read_history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
             at=timestamp(r.at),
         )
         for r in rows
+    ]
+
+
+def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
+    """The events of CLAIM_READING's ``history_json``."""
+    return [
+        Event(
+            run_id=run_id,
+            seq=seq,
+            type=EventType(type_),
+            command_id=command_id,
+            attempt=attempt,
+            data=payloads.decode(data),
+            at=timestamp(at),
+        )
+        for seq, type_, command_id, attempt, data, at in rows or ()
+    ]
+
+
+def claimed_inbox(rows: list[list[Any]] | None) -> list[InboxItem]:
+    """The inbox items of CLAIM_READING's ``inbox_json``."""
+    return [
+        InboxItem(
+            dedupe_key=dedupe_key,
+            type=EventType(type_),
+            command_id=command_id,
+            attempt=attempt,
+            data=payloads.decode(data),
+            id=id_,
+            at=at,
+        )
+        for id_, dedupe_key, type_, command_id, attempt, data, at in rows or ()
     ]
 
 

@@ -219,6 +219,24 @@ def test_claim_reads_history_after_the_given_seq(journal: Journal) -> None:
     assert claimed.last_seq == 3
 
 
+def test_a_claim_hands_over_history_and_inbox_exactly_as_stored(journal: Journal) -> None:
+    create(journal)
+    nested = {"text": "naïve \"quoted\" \u2603", "list": [1, 2.5, None, True], "big": 2**53 + 1}
+    commit(journal, events=[marker(1, **nested), marker(2)])
+    journal.deliver("r1", signal("s-b", n=1, text="é"))
+    journal.deliver("r1", signal("s-a", n=2))
+
+    claimed = claim(journal)
+
+    assert claimed.history == journal.history("r1")
+    assert claimed.history[1].data == nested
+    assert [(i.dedupe_key, i.data) for i in claimed.inbox] == [
+        ("s-b", {"n": 1, "text": "é"}),
+        ("s-a", {"n": 2}),
+    ]
+    assert all(isinstance(i.id, int) and i.at is not None for i in claimed.inbox)
+
+
 def test_claim_succeeds_once_the_lease_expires_and_raises_the_token(
     journal: Journal, clock: FakeClock
 ) -> None:
