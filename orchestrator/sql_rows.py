@@ -208,8 +208,8 @@ def _insert_json(table: sa.Table, columns: tuple[str, ...], param: str) -> sa.CT
 
     Its shape does not depend on how many rows it inserts, so it is compiled once, and one
     JSON string costs far less to encode than an array per column. The rows' values are
-    read as unbounded types: the column then refuses an over-long value (a cast to
-    ``varchar(n)`` would cut it short).
+    read as unbounded types, so the insert into the table's columns is what checks them (an
+    over-long value is refused, as a plain INSERT refuses it).
     """
 
     def unbounded(column: sa.Column[Any]) -> Any:

@@ -221,7 +221,7 @@ def test_claim_reads_history_after_the_given_seq(journal: Journal) -> None:
 
 def test_a_claim_hands_over_history_and_inbox_exactly_as_stored(journal: Journal) -> None:
     create(journal)
-    nested = {"text": "naïve \"quoted\" \u2603", "list": [1, 2.5, None, True], "big": 2**53 + 1}
+    nested = {"text": 'naïve "quoted" \u2603', "list": [1, 2.5, None, True], "big": 2**53 + 1}
     commit(journal, events=[marker(1, **nested), marker(2)])
     journal.deliver("r1", signal("s-b", n=1, text="é"))
     journal.deliver("r1", signal("s-a", n=2))
