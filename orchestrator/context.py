@@ -362,6 +362,10 @@ class Saga:
         return False
 
 
+#: The longest task name and queue name the journal keeps.
+NAME_LIMIT = 255
+
+
 def _task_call(
     task: Any, args: tuple[Any, ...], kwargs: dict[str, Any], queue: str | None
 ) -> tuple[str, tuple[Any, ...], dict[str, Any], str | None]:
@@ -381,4 +385,10 @@ def _task_call(
         )
     if not name:
         raise TypeError("ctx.activity needs a task with a name")
+    for what, value in (("task name", name), ("queue", queue)):
+        if value is not None and len(value) > NAME_LIMIT:
+            raise ValueError(
+                f"ctx.activity: {what} {value[:40]!r}... is {len(value)} characters long, "
+                f"over the limit of {NAME_LIMIT}"
+            )
     return name, args, kwargs, queue

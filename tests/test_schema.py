@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from orchestrator import migrate, schema, sql_engine
+from orchestrator.context import NAME_LIMIT
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -61,3 +62,8 @@ def test_upgrade_is_repeatable(empty_url: str) -> None:
     migrate.upgrade(empty_url)
     migrate.upgrade(empty_url)
     assert migrate.current(empty_url) == migrate.head()
+
+
+def test_the_activity_name_limit_is_the_journal_column_width() -> None:
+    assert schema.tasks.c.task_name.type.length == NAME_LIMIT
+    assert schema.tasks.c.queue.type.length == NAME_LIMIT

@@ -336,6 +336,27 @@ def test_activity_refuses_what_is_not_a_task_name_or_signature(task: Any) -> Non
     assert decision.tasks == []
 
 
+@pytest.mark.parametrize(
+    ("task", "queue", "what"),
+    [("t" * 256, None, "task name"), ("tasks.a", "q" * 300, "queue")],
+    ids=["name", "queue"],
+)
+def test_activity_refuses_a_name_longer_than_the_journal_keeps(
+    task: str, queue: str | None, what: str
+) -> None:
+    async def wf(ctx: WorkflowContext) -> Any:
+        return await ctx.activity(task, 1, queue=queue)
+
+    decision = Harness(wf).step()
+
+    assert decision.status is RunStatus.FAILED
+    assert decision.error is not None
+    assert decision.error["type"] == "ValueError"
+    assert f"ctx.activity: {what}" in decision.error["message"]
+    assert "over the limit of 255" in decision.error["message"]
+    assert decision.tasks == []
+
+
 def test_activity_refuses_a_retry_that_is_not_a_retry_policy() -> None:
     async def wf(ctx: WorkflowContext) -> Any:
         return await ctx.activity("charge", retry={"max_attempts": 3})
