@@ -61,6 +61,7 @@ from orchestrator.sql_rows import (
     TERMINAL,
     UPDATE_RUN,
     WRITE_STEP,
+    WRITE_STEP_FINISHING,
     claimed_history,
     claimed_inbox,
     events,
@@ -213,26 +214,40 @@ class SqlJournal(DispatcherQueries):
         conn: Connection,
         claimed: Claimed,
         decide: Callable[[Claimed], Batch | None] | None,
-        unstored: dict[str, Any] | None = None,
+        unstored: _Unstored | None = None,
     ) -> Committed | None:
         """What ``decide`` makes of a claim taken in this transaction, committed here.
 
-        ``unstored`` is the claim's only inbox item, not inserted yet (see
-        ``_claim_for_delivery_x``): it is inserted unless the batch consumes it."""
+        ``unstored`` is the claim's only inbox item, an activity's outcome neither inserted
+        nor its task finished yet (see ``_claim_for_delivery_x``): when the batch consumes
+        it, the step's write finishes the task; otherwise the task is finished and the item
+        inserted here."""
         batch = decide(claimed) if decide is not None else None
+        finishing = None
         if unstored is not None:
-            if batch is not None and unstored["id"] in batch.absorbed:
+            if batch is not None and unstored.row["id"] in batch.absorbed:
                 # Consumed: there is no row to absorb, and the claim's inbox holds nothing
                 # that is still pending.
                 batch = dataclasses.replace(
-                    batch, absorbed=[i for i in batch.absorbed if i != unstored["id"]]
+                    batch, absorbed=[i for i in batch.absorbed if i != unstored.row["id"]]
                 )
                 claimed = dataclasses.replace(claimed, inbox=[])
-            elif self._insert_inbox_x(conn, unstored) is None:
-                raise _NotAwaited  # its dedupe key was taken after all: as if inserted first
+                finishing = unstored.task_id
+            else:
+                self._finish_awaited_x(conn, unstored.task_id, claimed.run.run_id)
+                if self._insert_inbox_x(conn, unstored.row) is None:
+                    raise _NotAwaited  # its dedupe key was taken after all: as if inserted first
         if batch is None:
             return None
-        return self._commit_x(conn, claimed.lease, batch, release=True, held=claimed)
+        return self._commit_x(
+            conn, claimed.lease, batch, release=True, held=claimed, finishing=finishing
+        )
+
+    def _finish_awaited_x(self, conn: Connection, task_id: str, run_id: str) -> None:
+        """End the task an outcome is for; :class:`_NotAwaited` if it has ended already."""
+        params = {"p_task_id": task_id, "p_run_id": run_id}
+        if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
+            raise _NotAwaited
 
     def deliver_and_claim(
         self,
@@ -271,34 +286,33 @@ class SqlJournal(DispatcherQueries):
         ttl: float,
         now: float,
         after_seq: int,
-    ) -> tuple[Claimed, dict[str, Any] | None] | None:
+    ) -> tuple[Claimed, _Unstored | None] | None:
         """The hot path: a run that the delivery would dispatch is claimed first, in one
         statement, then the awaited task finished and the item inserted. ``None`` when the
         run cannot be claimed now; :class:`_NotAwaited`, which rolls the claim back with the
         transaction, when the run does not take the item (a task it does not wait for, a
         dedupe key it has).
 
-        An activity's outcome that is the run's only inbox item is not inserted yet: its
-        row's values (with the id the claim reserved) come back for ``_decided_x``, which
-        stores it only if the step does not consume it. The finished task is what makes a
-        second delivery of it fail, so its dedupe key cannot be taken already."""
+        An activity's outcome that is the run's only inbox item is neither inserted nor its
+        task finished yet: its row's values (with the id the claim reserved) come back for
+        ``_decided_x``, which stores it only if the step does not consume it. The task is
+        finished in this transaction either way, and the run's row stays locked until it
+        commits, so a second delivery finds the task finished and its dedupe key unused."""
         reserve = self.postgres and task_id is not None
         params = {"p_run_id": run_id, "p_owner": owner, "p_expires": now + ttl, "now": now}
         statement = CLAIM_FOR_DELIVERY_RESERVING if reserve else CLAIM_FOR_DELIVERY
         row = conn.execute(statement, params).first()
         if row is None:
             return None
-        if task_id is not None:
-            finished = conn.execute(FINISH_AWAITED_TASK, {"p_task_id": task_id, "p_run_id": run_id})
-            if finished.first() is None:
-                raise _NotAwaited
         data = payloads.encode(item.data, f"{item.type} inbox item")
         values = inbox_row(run_id, item, data, now)
         unstored = None
-        if reserve and not row.inbox_pending:
+        if reserve and task_id is not None and not row.inbox_pending:
             values["id"] = item_id = int(row.reserved_inbox_id)
-            unstored = values
+            unstored = _Unstored(row=values, task_id=task_id)
         else:
+            if task_id is not None:
+                self._finish_awaited_x(conn, task_id, run_id)
             inserted = self._insert_inbox_x(conn, values)
             if inserted is None:
                 raise _NotAwaited
@@ -368,9 +382,12 @@ class SqlJournal(DispatcherQueries):
         batch: Batch,
         release: bool,
         held: Claimed | None = None,
+        finishing: str | None = None,
     ) -> Committed:
         """``held`` is a claim made earlier in this transaction: the run's row is locked by
-        it already, and no inbox item can have arrived since (a delivery locks the row)."""
+        it already, and no inbox item can have arrived since (a delivery locks the row).
+        ``finishing`` is the task whose outcome the batch consumes, ended by the step's
+        write (Postgres); :class:`_NotAwaited` if it has ended already."""
         now = self._clock()
         if held is None:
             row = self._locked_run(conn, lease)
@@ -453,10 +470,16 @@ class SqlJournal(DispatcherQueries):
                 values["dispatched_at"] = None
         values["p_run_id"] = lease.run_id
         if self.postgres:
-            written = conn.execute(WRITE_STEP, {**values, **step_rows(event_rows, task_rows)})
+            values.update(step_rows(event_rows, task_rows))
+            statement = WRITE_STEP
+            if finishing is not None:
+                values["p_task_id"] = finishing
+                statement = WRITE_STEP_FINISHING
+            ended = conn.execute(statement, values).one()
+            if finishing is not None and not ended.task_finished:
+                raise _NotAwaited
         else:
-            written = conn.execute(UPDATE_RUN, values)
-        ended = written.one()
+            ended = conn.execute(UPDATE_RUN, values).one()
         # The run's children it cancels as it ends: read as its leftovers are dropped.
         children = self._close_x(conn, lease.run_id) if status.terminal else None
         cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)
@@ -581,6 +604,14 @@ class SqlJournal(DispatcherQueries):
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         params = {"p_task_id": task_id, "p_now": self._clock()}
         return conn.execute(START_TASK, params).first() is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unstored:
+    """An activity's outcome held back from the inbox, and the task it ends."""
+
+    row: dict[str, Any]
+    task_id: str
 
 
 class _NotAwaited(Exception):

@@ -234,6 +234,14 @@ WRITE_STEP = UPDATE_RUN.add_cte(_insert_json(events, EVENT_COLUMNS, "p_events"))
 )
 
 
+_finished_task = FINISH_AWAITED_TASK.cte("finished_task")
+#: The same, ending the task whose outcome the step consumes (``task_finished``: whether it
+#: did; a second copy of the outcome finds the task ended already).
+WRITE_STEP_FINISHING = WRITE_STEP.add_cte(_finished_task).returning(
+    sa.select(sa.func.count()).select_from(_finished_task).scalar_subquery().label("task_finished")
+)
+
+
 def step_rows(event_rows: list[dict[str, Any]], task_rows: list[dict[str, Any]]) -> dict[str, str]:
     """WRITE_STEP's parameters for these rows."""
     return {

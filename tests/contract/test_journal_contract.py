@@ -26,6 +26,7 @@ from orchestrator.journal import (
     InboxItem,
     Journal,
     Lease,
+    OutboxTask,
     RunRef,
     Timer,
     cancel_item,
@@ -1294,6 +1295,21 @@ def test_claim_and_commit_leaves_a_declined_claim_with_the_caller_and_a_held_run
     assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)
 
 
+def suspended_on_a_charge(journal: Journal) -> OutboxTask:
+    """Run r1, suspended on one activity: its task."""
+    create(journal)
+    charge = task()
+    suspend(journal, tasks=[charge])
+    return charge
+
+
+def consume(claimed: Claimed) -> Batch:
+    """A step that journals the claim's only inbox item (an outcome) and waits again."""
+    [item] = claimed.inbox
+    event = NewEvent(type=item.type, command_id=1, attempt=1, data=item.data)
+    return Batch(events=[event], absorbed=[item.id or 0], status=RunStatus.SUSPENDED)
+
+
 def test_an_outcome_its_own_step_leaves_unconsumed_waits_in_the_inbox(journal: Journal) -> None:
     create(journal)
     charge = task()
@@ -1319,15 +1335,7 @@ def test_an_outcome_its_own_step_leaves_unconsumed_waits_in_the_inbox(journal: J
 
 
 def test_an_outcome_its_own_step_consumes_leaves_nothing_pending(journal: Journal) -> None:
-    create(journal)
-    charge = task()
-    suspend(journal, tasks=[charge])
-
-    def consume(claimed: Claimed) -> Batch:
-        [item] = claimed.inbox
-        event = NewEvent(type=item.type, command_id=1, attempt=1, data=item.data)
-        return Batch(events=[event], absorbed=[item.id or 0], status=RunStatus.SUSPENDED)
-
+    charge = suspended_on_a_charge(journal)
     outcome = completed(1, "ch_1")
     _, _, committed = journal.deliver_and_claim(
         "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, decide=consume
@@ -1340,3 +1348,23 @@ def test_an_outcome_its_own_step_consumes_leaves_nothing_pending(journal: Journa
     # The next claim is handed the next fact only, not the consumed outcome again.
     journal.deliver("r1", signal("s1"))
     assert [i.dedupe_key for i in claim(journal, owner="w2").inbox] == ["s1"]
+
+
+def test_a_second_copy_of_an_outcome_is_refused_even_by_a_step_that_would_consume_it(
+    journal: Journal,
+) -> None:
+    charge = suspended_on_a_charge(journal)
+    outcome = completed(1, "ch_1")
+    first, _, _ = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w1", ttl=30, decide=consume
+    )
+    second, claimed, committed = journal.deliver_and_claim(
+        "r1", outcome, task_id=charge.task_id, owner="w2", ttl=30, decide=consume
+    )
+
+    assert first.accepted and not second.accepted
+    assert claimed is None and committed is None
+    assert [e.type for e in journal.history("r1")].count(EventType.ACTIVITY_COMPLETED) == 1
+    assert status(journal) is RunStatus.SUSPENDED
+    journal.deliver("r1", signal("s1"))
+    assert claim(journal, owner="w3").lease.token == 3  # the refused claim was rolled back
