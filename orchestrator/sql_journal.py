@@ -49,6 +49,7 @@ from orchestrator.sql_rows import (
     CHILDREN_TO_CANCEL,
     CLAIM,
     CLAIM_FOR_DELIVERY,
+    CLAIM_FOR_DELIVERY_READING,
     CLAIM_FOR_DELIVERY_RESERVING,
     CLAIM_READING,
     CLOSE_RUN,
@@ -62,8 +63,8 @@ from orchestrator.sql_rows import (
     UPDATE_RUN,
     WRITE_STEP,
     WRITE_STEP_FINISHING,
+    claim_params,
     claimed_history,
-    claimed_inbox,
     events,
     inbox,
     inbox_item,
@@ -299,8 +300,10 @@ class SqlJournal(DispatcherQueries):
         finished in this transaction either way, and the run's row stays locked until it
         commits, so a second delivery finds the task finished and its dedupe key unused."""
         reserve = self.postgres and task_id is not None
-        params = {"p_run_id": run_id, "p_owner": owner, "p_expires": now + ttl, "now": now}
-        statement = CLAIM_FOR_DELIVERY_RESERVING if reserve else CLAIM_FOR_DELIVERY
+        params = claim_params(run_id, owner, now + ttl, now, after_seq)
+        statement = CLAIM_FOR_DELIVERY
+        if self.postgres:
+            statement = CLAIM_FOR_DELIVERY_RESERVING if reserve else CLAIM_FOR_DELIVERY_READING
         row = conn.execute(statement, params).first()
         if row is None:
             return None
@@ -320,19 +323,16 @@ class SqlJournal(DispatcherQueries):
         only = None
         if not row.inbox_pending:
             only = [dataclasses.replace(item, id=item_id, at=now, data=payloads.decode(data))]
-        claimed = self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox=only)
+        history = claimed_history(run_id, row.history_json) if self.postgres else None
+        claimed = self._claimed_x(
+            conn, row, owner, now + ttl, after_seq, inbox=only, history=history
+        )
         return claimed, unstored
 
     def _claim_x(
         self, conn: Connection, run_id: str, owner: str, ttl: float, after_seq: int, now: float
     ) -> Claimed | None:
-        params = {
-            "p_run_id": run_id,
-            "p_owner": owner,
-            "p_expires": now + ttl,
-            "now": now,
-            "p_after": after_seq,
-        }
+        params = claim_params(run_id, owner, now + ttl, now, after_seq)
         row = conn.execute(CLAIM_READING if self.postgres else CLAIM, params).first()
         if row is None:
             return None
@@ -344,7 +344,6 @@ class SqlJournal(DispatcherQueries):
             owner,
             now + ttl,
             after_seq,
-            inbox=claimed_inbox(row.inbox_json),
             history=claimed_history(run_id, row.history_json),
         )
 
@@ -359,11 +358,15 @@ class SqlJournal(DispatcherQueries):
         history: list[Event] | None = None,
     ) -> Claimed:
         """What a claim returns, read in the claiming transaction (``inbox`` and
-        ``history``, when the caller has them already)."""
+        ``history``, when the caller has them already and they are complete)."""
         run_id = row.run_id
-        if history is None:
-            # A caller with a cached replayer up to date needs no history at all.
-            history = [] if after_seq >= row.last_seq else read_history(conn, run_id, after_seq)
+        if after_seq >= row.last_seq:
+            history = []  # a caller with a cached replayer up to date needs none
+        elif history is None or not history or history[-1].seq != row.last_seq:
+            # A history read by the claim's own statement is short when the claim waited
+            # for the run's row: the statement's snapshot predates the commit it waited
+            # for, the row it returns does not. Read again (a new statement sees it all).
+            history = read_history(conn, run_id, after_seq)
         if inbox is None:
             pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
             inbox = [inbox_item(r) for r in pending]

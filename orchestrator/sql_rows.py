@@ -52,6 +52,22 @@ _LEASED: dict[str, Any] = {
     "status": RunStatus.RUNNING.value,
     "updated_at": sa.bindparam("now"),
 }
+
+
+#: The run's history after ``p_after``, as a JSON array of rows (see :func:`claimed_history`).
+#: Only a hint: read in the statement's snapshot, it lacks what a transaction the claim waited
+#: for committed, where the row the claim returns has it; its reader checks it against the
+#: row's ``last_seq``. There is no such check for an inbox, which is read apart.
+_event_json = sa.func.json_build_array(
+    events.c.seq, events.c.type, events.c.command_id, events.c.attempt, events.c.data, events.c.at
+)
+_HISTORY_JSON = (
+    sa.select(sa.func.json_agg(postgresql.aggregate_order_by(_event_json, events.c.seq)))
+    .where(events.c.run_id == runs.c.run_id, events.c.seq > sa.bindparam("p_after"))
+    .correlate(runs)
+    .scalar_subquery()
+    .label("history_json")
+)
 #: The hot path's claim: a run that a delivery would dispatch (not blocked, not ended, lease
 #: free, no replay in flight) is leased to the deliverer in one statement, which also says
 #: whether other inbox items wait.
@@ -76,7 +92,10 @@ CLAIM_FOR_DELIVERY = (
 #: On Postgres, the claim for an activity's outcome also reserves the outcome's inbox id: an
 #: outcome that the step it lands in consumes is then never stored in the inbox (its task,
 #: finished in the same transaction, is what keeps a second copy out).
-CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY.returning(
+#: On Postgres, the claim for a delivery returns the history after ``p_after`` too (the
+#: claimer's cached replayer may be behind, or in another process).
+CLAIM_FOR_DELIVERY_READING = CLAIM_FOR_DELIVERY.returning(_HISTORY_JSON)
+CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY_READING.returning(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
 )
 #: A replay's claim: a run that is active and whose lease is free is leased to the claimer.
@@ -92,33 +111,8 @@ CLAIM = (
 )
 
 
-def _rows_json(table: sa.Table, columns: tuple[str, ...], order: str, *where: Any) -> Any:
-    """A JSON array of ``table``'s rows (each an array of ``columns``) for the claimed run."""
-    row = sa.func.json_build_array(*[table.c[name] for name in columns])
-    return (
-        sa.select(sa.func.json_agg(postgresql.aggregate_order_by(row, table.c[order])))
-        .where(table.c.run_id == runs.c.run_id, *where)
-        .correlate(runs)
-        .scalar_subquery()
-    )
-
-
-#: The run's history after ``p_after`` and its pending inbox, as JSON arrays of rows (read
-#: by :func:`claimed_history` and :func:`claimed_inbox`).
-_HISTORY_JSON = _rows_json(
-    events,
-    ("seq", "type", "command_id", "attempt", "data", "at"),
-    "seq",
-    events.c.seq > sa.bindparam("p_after"),
-).label("history_json")
-_INBOX_JSON = _rows_json(
-    inbox,
-    ("id", "dedupe_key", "type", "command_id", "attempt", "data", "at"),
-    "id",
-    sa.not_(inbox.c.absorbed),
-).label("inbox_json")
-#: On Postgres, the claim also returns what the claimer reads next: two round trips fewer.
-CLAIM_READING = CLAIM.returning(_HISTORY_JSON, _INBOX_JSON)
+#: On Postgres, the claim also returns the history the claimer reads next.
+CLAIM_READING = CLAIM.returning(_HISTORY_JSON)
 #: The columns a new run is inserted with (see :func:`run_row`; the rest take defaults).
 NEW_RUN_COLUMNS = (
     "run_id",
@@ -315,6 +309,19 @@ def read_history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
     ]
 
 
+def claim_params(
+    run_id: str, owner: str, expires_at: float, now: float, after_seq: int
+) -> dict[str, Any]:
+    """The parameters of the claims (CLAIM and CLAIM_FOR_DELIVERY, and their variants)."""
+    return {
+        "p_run_id": run_id,
+        "p_owner": owner,
+        "p_expires": expires_at,
+        "now": now,
+        "p_after": after_seq,
+    }
+
+
 def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
     """The events of CLAIM_READING's ``history_json``."""
     return [
@@ -328,22 +335,6 @@ def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
             at=timestamp(at),
         )
         for seq, type_, command_id, attempt, data, at in rows or ()
-    ]
-
-
-def claimed_inbox(rows: list[list[Any]] | None) -> list[InboxItem]:
-    """The inbox items of CLAIM_READING's ``inbox_json``."""
-    return [
-        InboxItem(
-            dedupe_key=dedupe_key,
-            type=EventType(type_),
-            command_id=command_id,
-            attempt=attempt,
-            data=payloads.decode(data),
-            id=id_,
-            at=at,
-        )
-        for id_, dedupe_key, type_, command_id, attempt, data, at in rows or ()
     ]
 
 
