@@ -6,14 +6,14 @@ Postgres-only features sit behind the dialect: row locks with ``SKIP LOCKED`` (S
 serialises writers with ``BEGIN IMMEDIATE`` instead, see :mod:`orchestrator.sql_engine`) and
 ``LISTEN/NOTIFY`` (SQLite waits with a bounded poll). The module's neighbours:
 :mod:`~orchestrator.sql_connection` (pool, retried transactions, notifications),
-:mod:`~orchestrator.sql_dispatch` (the dispatcher's queries) and :mod:`~orchestrator.sql_rows`
-(rows to records, and the hot path's statements).
+:mod:`~orchestrator.sql_dispatch` (the dispatcher's queries), :mod:`~orchestrator.sql_commit`
+(a step's commit) and :mod:`~orchestrator.sql_rows` (rows to records, and the hot path's
+statements).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -25,10 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from orchestrator import payloads
-from orchestrator.errors import LeaseLost
-from orchestrator.events import Event, EventType, RunInfo, RunStatus
+from orchestrator.events import Event, RunInfo, RunStatus
 from orchestrator.journal import (
-    INHERITED_BY_CONTINUATION,
     Batch,
     Claimed,
     Committed,
@@ -37,55 +35,36 @@ from orchestrator.journal import (
     Lease,
     NewRun,
     RunRef,
-    cancel_item,
-    child_outcome_item,
-    collect_dispatch,
 )
-from orchestrator.sql_connection import CLOSED_CHANNEL, WAKEUP_CHANNEL
-from orchestrator.sql_dispatch import DispatcherQueries
+from orchestrator.sql_commit import NotAwaited, StepCommits
 from orchestrator.sql_rows import (
-    ABSORB,
-    ANY_PENDING_INBOX,
-    CHILDREN_TO_CANCEL,
     CLAIM,
     CLAIM_FOR_DELIVERY,
     CLAIM_FOR_DELIVERY_READING,
     CLAIM_FOR_DELIVERY_RESERVING,
     CLAIM_READING,
-    CLOSE_RUN,
-    CREATE_RUN,
     FINISH_AWAITED_TASK,
-    LOCK_FOR_COMMIT,
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
     START_TASK,
     TERMINAL,
-    UPDATE_RUN,
-    WRITE_STEP,
-    WRITE_STEP_FINISHING,
     claim_params,
     claimed_history,
-    events,
     inbox,
     inbox_item,
     inbox_row,
     read_history,
-    ref_of,
     run_info,
-    run_row,
     runs,
-    step_rows,
-    task_row,
-    tasks,
-    timers,
 )
 
 
-class SqlJournal(DispatcherQueries):
+class SqlJournal(StepCommits):
     """A :class:`~orchestrator.journal.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.sql_connection.SqlConnection`'s, the dispatcher's queries
-    :class:`~orchestrator.sql_dispatch.DispatcherQueries`'."""
+    :class:`~orchestrator.sql_dispatch.DispatcherQueries`', the writing of a step
+    :class:`~orchestrator.sql_commit.StepCommits`'."""
 
     @cached_property
     def _insert_inbox(self) -> Any:
@@ -101,33 +80,6 @@ class SqlJournal(DispatcherQueries):
         now = self._clock()
         with self._tx(autocommit=True) as conn:
             return self._insert_run_x(conn, run, now)
-
-    def _insert_run_x(self, conn: Connection, run: NewRun, now: float) -> bool:
-        """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. One
-        statement on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`)."""
-        values = run_row(run, now)
-        data = {"workflow": run.workflow, "version": run.version, "args": run.args}
-        started = payloads.encode(data, "run_started")
-        if self.postgres:
-            return conn.execute(CREATE_RUN, {**values, "started": started}).first() is not None
-        inserted = conn.execute(
-            self._insert(runs)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["run_id"])
-            .returning(runs.c.run_id)
-        ).first()
-        if inserted is None:
-            return False
-        conn.execute(
-            events.insert().values(
-                run_id=run.run_id,
-                seq=1,
-                type=EventType.RUN_STARTED.value,
-                data=started,
-                at=now,
-            )
-        )
-        return True
 
     def resolve_tip(self, run_id: str) -> str | None:
         with self._tx(autocommit=True) as conn:
@@ -237,7 +189,7 @@ class SqlJournal(DispatcherQueries):
             else:
                 self._finish_awaited_x(conn, unstored.task_id, claimed.run.run_id)
                 if self._insert_inbox_x(conn, unstored.row) is None:
-                    raise _NotAwaited  # its dedupe key was taken after all: as if inserted first
+                    raise NotAwaited  # its dedupe key was taken after all: as if inserted first
         if batch is None:
             return None
         return self._commit_x(
@@ -245,10 +197,10 @@ class SqlJournal(DispatcherQueries):
         )
 
     def _finish_awaited_x(self, conn: Connection, task_id: str, run_id: str) -> None:
-        """End the task an outcome is for; :class:`_NotAwaited` if it has ended already."""
+        """End the task an outcome is for; :class:`NotAwaited` if it has ended already."""
         params = {"p_task_id": task_id, "p_run_id": run_id}
         if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
-            raise _NotAwaited
+            raise NotAwaited
 
     def deliver_and_claim(
         self,
@@ -274,7 +226,7 @@ class SqlJournal(DispatcherQueries):
 
         try:
             return self._retrying(body)
-        except _NotAwaited:
+        except NotAwaited:
             return Delivery(accepted=False), None, None
 
     def _claim_for_delivery_x(
@@ -290,7 +242,7 @@ class SqlJournal(DispatcherQueries):
     ) -> tuple[Claimed, _Unstored | None] | None:
         """The hot path: a run that the delivery would dispatch is claimed first, in one
         statement, then the awaited task finished and the item inserted. ``None`` when the
-        run cannot be claimed now; :class:`_NotAwaited`, which rolls the claim back with the
+        run cannot be claimed now; :class:`NotAwaited`, which rolls the claim back with the
         transaction, when the run does not take the item (a task it does not wait for, a
         dedupe key it has).
 
@@ -318,7 +270,7 @@ class SqlJournal(DispatcherQueries):
                 self._finish_awaited_x(conn, task_id, run_id)
             inserted = self._insert_inbox_x(conn, values)
             if inserted is None:
-                raise _NotAwaited
+                raise NotAwaited
             item_id = inserted
         only = None
         if not row.inbox_pending:
@@ -375,192 +327,6 @@ class SqlJournal(DispatcherQueries):
             lease=lease, run=run_info(row), history=history, inbox=inbox, last_seq=row.last_seq
         )
 
-    def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
-        return self._retrying(lambda conn: self._commit_x(conn, lease, batch, release))
-
-    def _commit_x(
-        self,
-        conn: Connection,
-        lease: Lease,
-        batch: Batch,
-        release: bool,
-        held: Claimed | None = None,
-        finishing: str | None = None,
-    ) -> Committed:
-        """``held`` is a claim made earlier in this transaction: the run's row is locked by
-        it already, and no inbox item can have arrived since (a delivery locks the row).
-        ``finishing`` is the task whose outcome the batch consumes, ended by the step's
-        write (Postgres); :class:`_NotAwaited` if it has ended already."""
-        now = self._clock()
-        if held is None:
-            row = self._locked_run(conn, lease)
-            seq, prior = row.last_seq, row.status
-        else:
-            seq, prior = held.last_seq, RunStatus.RUNNING.value
-        event_rows = []
-        for event in batch.events:
-            seq += 1
-            event_rows.append(
-                {
-                    "run_id": lease.run_id,
-                    "seq": seq,
-                    "type": EventType(event.type).value,
-                    "command_id": event.command_id,
-                    "attempt": event.attempt,
-                    "data": payloads.encode(event.data, f"{event.type} event"),
-                    "at": now if event.at is None else event.at,
-                }
-            )
-        task_rows = [task_row(t, now) for t in batch.tasks]
-        if not self.postgres:
-            if event_rows:
-                conn.execute(events.insert(), event_rows)
-            if task_rows:
-                conn.execute(tasks.insert(), task_rows)
-        if batch.absorbed:
-            params = {"p_run_id": lease.run_id, "p_ids": list(batch.absorbed), "absorbed": True}
-            conn.execute(ABSORB, params)
-        if batch.timers:
-            conn.execute(
-                timers.insert(),
-                [
-                    {"run_id": t.run_id, "command_id": t.command_id, "fire_at": t.fire_at}
-                    for t in batch.timers
-                ],
-            )
-        dispatch: list[RunRef] = []
-        for child in batch.children:
-            if self._insert_run_x(conn, child, now):
-                dispatch.append(ref_of(child))
-        status = RunStatus(batch.status or prior)
-        values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
-        if batch.continuation is not None:
-            if self._insert_run_x(conn, batch.continuation, now):
-                dispatch.append(ref_of(batch.continuation))
-            values["continued_to_run_id"] = batch.continuation.run_id
-        if batch.status is not None:
-            values.update(
-                status=status.value,
-                result=payloads.encode(batch.result, "workflow result"),
-                error=None if batch.error is None else json.dumps(batch.error),
-                reason=batch.reason,
-            )
-        if status.terminal:
-            values["closed_at"] = now
-            if batch.continuation is not None:
-                conn.execute(
-                    inbox.update()
-                    .where(
-                        inbox.c.run_id == lease.run_id,
-                        sa.not_(inbox.c.absorbed),
-                        inbox.c.type.in_([t.value for t in INHERITED_BY_CONTINUATION]),
-                    )
-                    .values(run_id=batch.continuation.run_id)
-                )
-            pending = False
-        elif held is None:
-            pending = self._has_pending_inbox(conn, lease.run_id)
-        else:
-            absorbed = set(batch.absorbed)
-            pending = any(item.id not in absorbed for item in held.inbox)
-        if release:
-            values.update(lease_owner=None, lease_expires_at=None)
-            if status is RunStatus.BLOCKED:
-                values["dispatched_at"] = now
-            elif pending or status is RunStatus.RUNNING:
-                values["status"] = RunStatus.RUNNABLE.value
-            else:
-                values["dispatched_at"] = None
-        values["p_run_id"] = lease.run_id
-        if self.postgres:
-            values.update(step_rows(event_rows, task_rows))
-            statement = WRITE_STEP
-            if finishing is not None:
-                values["p_task_id"] = finishing
-                statement = WRITE_STEP_FINISHING
-            ended = conn.execute(statement, values).one()
-            if finishing is not None and not ended.task_finished:
-                raise _NotAwaited
-        else:
-            ended = conn.execute(UPDATE_RUN, values).one()
-        # The run's children it cancels as it ends: read as its leftovers are dropped.
-        children = self._close_x(conn, lease.run_id) if status.terminal else None
-        cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)
-        if cancelled or (status.terminal and status is not RunStatus.CONTINUED):
-            reason = batch.reason if status.terminal else _cancel_reason(batch)
-            dispatch += self._cancel_children_x(conn, lease.run_id, reason, now, children)
-        if status.terminal and status is not RunStatus.CONTINUED and ended.parent_run_id:
-            info = run_info(ended)
-            item = child_outcome_item(info, status)
-            collect_dispatch(dispatch, self._deliver_x(conn, ended.parent_run_id, item, None, now))
-        if batch.timers or any(t.available_at > now for t in batch.tasks):
-            self._notify(conn, WAKEUP_CHANNEL)
-        return Committed(last_seq=seq, pending_inbox=pending, dispatch=dispatch)
-
-    def _cancel_children_x(
-        self,
-        conn: Connection,
-        run_id: str,
-        reason: str | None,
-        now: float,
-        children: list[str] | None = None,
-    ) -> list[RunRef]:
-        """Deliver a cancel request to ``run_id``'s children that end with it (``children``,
-        when the caller has read them already)."""
-        if children is None:
-            children = list(conn.execute(CHILDREN_TO_CANCEL, {"p_run_id": run_id}).scalars())
-        refs: list[RunRef] = []
-        item = cancel_item(reason or f"parent {run_id} was cancelled or ended")
-        for child in children:
-            collect_dispatch(refs, self._deliver_x(conn, child, item, None, now))
-        return refs
-
-    def release(self, lease: Lease, *, reason: str | None = None) -> None:
-        now = self._clock()
-        with self._tx() as conn:
-            conn.execute(
-                runs.update()
-                .where(
-                    runs.c.run_id == lease.run_id,
-                    runs.c.lease_owner == lease.owner,
-                    runs.c.lease_token == lease.token,
-                )
-                .values(
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                    reason=reason if reason is not None else runs.c.reason,
-                    status=sa.case(
-                        (runs.c.status == RunStatus.RUNNING.value, RunStatus.RUNNABLE.value),
-                        else_=runs.c.status,
-                    ),
-                )
-            )
-
-    def _locked_run(self, conn: Connection, lease: Lease) -> Any:
-        row = conn.execute(LOCK_FOR_COMMIT, {"p_run_id": lease.run_id}).first()
-        if row is None or row.lease_owner != lease.owner or row.lease_token != lease.token:
-            raise LeaseLost(lease.run_id, lease.owner, lease.token)
-        return row
-
-    def _has_pending_inbox(self, conn: Connection, run_id: str) -> bool:
-        return conn.execute(ANY_PENDING_INBOX, {"p_run_id": run_id}).first() is not None
-
-    def _close_x(self, conn: Connection, run_id: str) -> list[str]:
-        """Drop what an ended run leaves behind, tell its waiters it ended, and return its
-        children that end with it (one statement on Postgres)."""
-        if self.postgres:
-            row = conn.execute(CLOSE_RUN, {"p_run_id": run_id, "p_channel": CLOSED_CHANNEL}).one()
-            return list(row.children or ())
-        conn.execute(inbox.delete().where(inbox.c.run_id == run_id))
-        conn.execute(timers.delete().where(timers.c.run_id == run_id))
-        conn.execute(
-            tasks.update()
-            .where(tasks.c.run_id == run_id, sa.not_(tasks.c.finished))
-            .values(finished=True)
-        )
-        return list(conn.execute(CHILDREN_TO_CANCEL, {"p_run_id": run_id}).scalars())
-
     # -- facts from outside -----------------------------------------------------------------
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
         return self._retrying(
@@ -615,18 +381,6 @@ class _Unstored:
 
     row: dict[str, Any]
     task_id: str
-
-
-class _NotAwaited(Exception):
-    """The outcome is not one the run waits for: the hot path's claim is rolled back."""
-
-
-def _cancel_reason(batch: Batch) -> str | None:
-    for event in batch.events:
-        if event.type == EventType.CANCEL_REQUESTED:
-            reason = event.data.get("reason")
-            return None if reason is None else str(reason)
-    return None
 
 
 __all__ = ["SqlJournal"]
