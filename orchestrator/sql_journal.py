@@ -275,10 +275,7 @@ class SqlJournal(StepCommits):
         only = None
         if not row.inbox_pending:
             only = [dataclasses.replace(item, id=item_id, at=now, data=payloads.decode(data))]
-        history = claimed_history(run_id, row.history_json) if self.postgres else None
-        claimed = self._claimed_x(
-            conn, row, owner, now + ttl, after_seq, inbox=only, history=history
-        )
+        claimed = self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox=only)
         return claimed, unstored
 
     def _claim_x(
@@ -288,16 +285,7 @@ class SqlJournal(StepCommits):
         row = conn.execute(CLAIM_READING if self.postgres else CLAIM, params).first()
         if row is None:
             return None
-        if not self.postgres:
-            return self._claimed_x(conn, row, owner, now + ttl, after_seq)
-        return self._claimed_x(
-            conn,
-            row,
-            owner,
-            now + ttl,
-            after_seq,
-            history=claimed_history(run_id, row.history_json),
-        )
+        return self._claimed_x(conn, row, owner, now + ttl, after_seq)
 
     def _claimed_x(
         self,
@@ -307,14 +295,14 @@ class SqlJournal(StepCommits):
         expires_at: float,
         after_seq: int,
         inbox: list[InboxItem] | None = None,
-        history: list[Event] | None = None,
     ) -> Claimed:
-        """What a claim returns, read in the claiming transaction (``inbox`` and
-        ``history``, when the caller has them already and they are complete)."""
+        """What a claim returns, read in the claiming transaction (``inbox``, when the
+        caller knows it already). On Postgres the claim's row carries the history too."""
         run_id = row.run_id
+        history = claimed_history(run_id, row.history_json) if self.postgres else []
         if after_seq >= row.last_seq:
             history = []  # a caller with a cached replayer up to date needs none
-        elif history is None or not history or history[-1].seq != row.last_seq:
+        elif not history or history[-1].seq != row.last_seq:
             # A history read by the claim's own statement is short when the claim waited
             # for the run's row: the statement's snapshot predates the commit it waited
             # for, the row it returns does not. Read again (a new statement sees it all).

@@ -89,12 +89,12 @@ CLAIM_FOR_DELIVERY = (
         .label("inbox_pending"),
     )
 )
-#: On Postgres, the claim for an activity's outcome also reserves the outcome's inbox id: an
-#: outcome that the step it lands in consumes is then never stored in the inbox (its task,
-#: finished in the same transaction, is what keeps a second copy out).
 #: On Postgres, the claim for a delivery returns the history after ``p_after`` too (the
 #: claimer's cached replayer may be behind, or in another process).
 CLAIM_FOR_DELIVERY_READING = CLAIM_FOR_DELIVERY.returning(_HISTORY_JSON)
+#: On Postgres, the claim for an activity's outcome also reserves the outcome's inbox id: an
+#: outcome that the step it lands in consumes is then never stored in the inbox (its task,
+#: finished in the same transaction, is what keeps a second copy out).
 CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY_READING.returning(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
 )
@@ -109,8 +109,6 @@ CLAIM = (
     .values(**_LEASED)
     .returning(*runs.c)
 )
-
-
 #: On Postgres, the claim also returns the history the claimer reads next.
 CLAIM_READING = CLAIM.returning(_HISTORY_JSON)
 #: The columns a new run is inserted with (see :func:`run_row`; the rest take defaults).
@@ -174,7 +172,8 @@ START_TASK = (
     )
     .returning(tasks.c.task_id)
 )
-#: The values (SET columns) of the next three come from each call's parameters.
+#: The values (SET columns) of UPDATE_RUN, WRITE_STEP, WRITE_STEP_FINISHING and ABSORB come
+#: from each call's parameters.
 UPDATE_RUN = runs.update().where(runs.c.run_id == _run_param).returning(*runs.c)
 #: The columns of a step's new events and tasks (see :func:`task_row`).
 EVENT_COLUMNS = ("run_id", "seq", "type", "command_id", "attempt", "data", "at")
@@ -293,20 +292,30 @@ def ref_of(run: NewRun) -> RunRef:
     return RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)
 
 
+def _event(
+    run_id: str,
+    seq: int,
+    type_: str,
+    command_id: int | None,
+    attempt: int | None,
+    data: str,
+    at: float,
+) -> Event:
+    """An event from its stored columns."""
+    return Event(
+        run_id=run_id,
+        seq=seq,
+        type=EventType(type_),
+        command_id=command_id,
+        attempt=attempt,
+        data=payloads.decode(data),
+        at=timestamp(at),
+    )
+
+
 def read_history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
     rows = conn.execute(HISTORY, {"p_run_id": run_id, "p_after": after_seq})
-    return [
-        Event(
-            run_id=r.run_id,
-            seq=r.seq,
-            type=EventType(r.type),
-            command_id=r.command_id,
-            attempt=r.attempt,
-            data=payloads.decode(r.data),
-            at=timestamp(r.at),
-        )
-        for r in rows
-    ]
+    return [_event(run_id, r.seq, r.type, r.command_id, r.attempt, r.data, r.at) for r in rows]
 
 
 def claim_params(
@@ -323,19 +332,9 @@ def claim_params(
 
 
 def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
-    """The events of CLAIM_READING's ``history_json``."""
-    return [
-        Event(
-            run_id=run_id,
-            seq=seq,
-            type=EventType(type_),
-            command_id=command_id,
-            attempt=attempt,
-            data=payloads.decode(data),
-            at=timestamp(at),
-        )
-        for seq, type_, command_id, attempt, data, at in rows or ()
-    ]
+    """The events of a claim's ``history_json`` (rows of seq, type, command_id, attempt,
+    data, at)."""
+    return [_event(run_id, *row) for row in rows or ()]
 
 
 def run_info(row: Row[Any]) -> RunInfo:
