@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import payloads
 from orchestrator.config import Settings
+from orchestrator.driver import Driver
 from orchestrator.errors import Cancelled, RunClosed, UnknownRun, UnknownWorkflow, WorkflowFailed
 from orchestrator.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.journal import InboxItem, Journal, NewRun, RunRef, cancel_item
@@ -19,6 +21,8 @@ from orchestrator.registry import Registry, WorkflowDefinition
 
 if TYPE_CHECKING:
     from orchestrator.facade import Orchestrator
+
+log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}$")
 _SIGNAL = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
@@ -57,12 +61,20 @@ class Client:
     """Talks to the journal and the broker on behalf of any process with the app configured."""
 
     def __init__(
-        self, journal: Journal, registry: Registry, publisher: Publisher, settings: Settings
+        self,
+        journal: Journal,
+        registry: Registry,
+        publisher: Publisher,
+        settings: Settings,
+        *,
+        driver: Driver | None = None,
     ) -> None:
         self.journal = journal
         self.registry = registry
         self.publisher = publisher
         self.settings = settings
+        #: Takes a new run's first step here (``eager_start``); ``None`` leaves it to a worker.
+        self.driver = driver
 
     def start(
         self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
@@ -82,9 +94,8 @@ class Client:
             )
         )
         if created:
-            self.publisher.publish_replays(
-                [RunRef(run_id=run_id, workflow=definition.name, version=definition.version)]
-            )
+            ref = RunRef(run_id=run_id, workflow=definition.name, version=definition.version)
+            self._first_step(ref, definition)
             return run_id
         existing = self.describe(run_id)
         if existing.workflow != definition.name:
@@ -93,6 +104,19 @@ class Client:
                 f"not {definition.name!r}"
             )
         return run_id
+
+    def _first_step(self, run: RunRef, definition: WorkflowDefinition) -> None:
+        """Take the new run's first step here when the workflow is loaded here, else (or if
+        that fails) send it to a worker. The run is leased like any replay's, so a step that
+        dies halfway is taken over when its lease expires."""
+        if self.driver is None or definition.fn is _not_loaded:
+            self.publisher.publish_replays([run])
+            return
+        try:
+            self.driver.advance(run.run_id)
+        except Exception:
+            log.exception("run %s: first step at start failed; dispatching it", run.run_id)
+            self.publisher.publish_replays([run])
 
     def _definition(self, workflow: Any, version: str | None) -> WorkflowDefinition:
         """The workflow to start: loaded here, or (by name and version) on a live node."""

@@ -48,6 +48,9 @@ class Settings:
     heartbeat_interval: float = 10.0
     #: A node that has not registered for this many seconds is taken for gone.
     node_ttl: float = 30.0
+    #: Whether ``start`` takes a new run's first step in the starting process, when the
+    #: workflow is loaded there: its first activities go out without a replay's broker hop.
+    eager_start: bool = True
 
     def replay_queue(self, workflow: str, version: str) -> str:
         """The queue of replay tasks for one workflow version (only nodes that have it
@@ -68,6 +71,10 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"orchestrator_{name} must be a positive number, not {value!r}")
+        if not isinstance(self.eager_start, bool):
+            raise TypeError(
+                f"orchestrator_eager_start must be True or False, not {self.eager_start!r}"
+            )
         if not isinstance(self.default_retry, RetryPolicy):
             raise TypeError("orchestrator_default_retry must be a RetryPolicy")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -83,13 +84,27 @@ class Orchestrator:
     @cached_property
     def driver(self) -> Driver:
         """Advances runs in this process (the replay task's body)."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        return Driver(self.journal, self.registry, self.publisher, self.settings, owner=owner)
+        return Driver(self.journal, self.registry, self.publisher, self.settings, owner=self._owner)
+
+    @property
+    def _owner(self) -> str:
+        """This process's name in leases."""
+        return f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     @cached_property
     def client(self) -> Client:
         """The client API over this orchestrator's journal and broker."""
-        return Client(self.journal, self.registry, self.publisher, self.settings)
+        driver = None
+        if self.settings.eager_start:
+            # A starter does not take the run's later steps: it keeps no replayers.
+            driver = Driver(
+                self.journal,
+                self.registry,
+                self.publisher,
+                dataclasses.replace(self.settings, cache_size=0),
+                owner=f"{self._owner}:start",
+            )
+        return Client(self.journal, self.registry, self.publisher, self.settings, driver=driver)
 
     def dispatcher(self) -> Dispatcher:
         """A dispatcher over this orchestrator's journal and broker."""

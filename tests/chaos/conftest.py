@@ -480,9 +480,9 @@ class Cluster:
         return retrying(run, f"query {sql[:40]!r}", timeout)
 
     def leases(self) -> list[sa.Row[Any]]:
-        """Live leases: run id, owner, token and expiry."""
+        """Live leases: run id, owner, token and expiry, and the run's last sequence number."""
         return self.query(
-            "SELECT run_id, lease_owner, lease_token, lease_expires_at FROM runs"
+            "SELECT run_id, lease_owner, lease_token, lease_expires_at, last_seq FROM runs"
             " WHERE lease_owner IS NOT NULL AND lease_expires_at > :now",
             now=time.time(),
         )

@@ -213,7 +213,7 @@ def test_a_worker_stopped_inside_a_replay_is_fenced_off_when_it_resumes(
         assert (row.lease_owner, row.lease_token, row.last_seq) == (
             lease.lease_owner,
             lease.lease_token,
-            1,
+            lease.last_seq,
         ), "w1 committed before it was stopped"
 
         # Past the lease's ttl, another worker takes the run over and finishes it.
