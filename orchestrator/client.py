@@ -88,14 +88,10 @@ class Client:
         args_list = payloads.roundtrip(
             list(args), f"arguments of workflow {definition.name}", self.settings.max_payload_bytes
         )
-        created = self.journal.create_run(
-            NewRun(
-                run_id=run_id, workflow=definition.name, version=definition.version, args=args_list
-            )
+        run = NewRun(
+            run_id=run_id, workflow=definition.name, version=definition.version, args=args_list
         )
-        if created:
-            ref = RunRef(run_id=run_id, workflow=definition.name, version=definition.version)
-            self._first_step(ref, definition)
+        if self._create(run, definition):
             return run_id
         existing = self.describe(run_id)
         if existing.workflow != definition.name:
@@ -105,18 +101,22 @@ class Client:
             )
         return run_id
 
-    def _first_step(self, run: RunRef, definition: WorkflowDefinition) -> None:
-        """Take the new run's first step here when the workflow is loaded here, else (or if
-        that fails) send it to a worker. The run is leased like any replay's, so a step that
-        dies halfway is taken over when its lease expires."""
-        if self.driver is None or definition.fn is _not_loaded:
-            self.publisher.publish_replays([run])
-            return
-        try:
-            self.driver.advance(run.run_id)
-        except Exception:
-            log.exception("run %s: first step at start failed; dispatching it", run.run_id)
-            self.publisher.publish_replays([run])
+    def _create(self, run: NewRun, definition: WorkflowDefinition) -> bool:
+        """Insert the run, and take its first step here in the same transaction when the
+        workflow is loaded here. Otherwise, or when that fails, a worker takes the step.
+        Returns whether the run was created (``False``: its id was taken)."""
+        failed = False
+        if self.driver is not None and definition.fn is not _not_loaded:
+            try:
+                return self.driver.start(run)
+            except Exception:
+                log.exception("run %s: first step at start failed; dispatching it", run.run_id)
+                failed = True
+        created = self.journal.create_run(run)  # done already if the failure was past the step
+        if created or failed:
+            ref = RunRef(run_id=run.run_id, workflow=run.workflow, version=run.version)
+            self.publisher.publish_replays([ref])
+        return created
 
     def _definition(self, workflow: Any, version: str | None) -> WorkflowDefinition:
         """The workflow to start: loaded here, or (by name and version) on a live node."""

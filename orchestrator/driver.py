@@ -90,6 +90,18 @@ class Driver:
         self.cache = ReplayCache(settings.cache_size)
         self._clock = clock
 
+    def start(self, run: NewRun) -> bool:
+        """Create ``run`` and take its first step here, in the same transaction. Returns
+        whether it was created (``False``: its id is taken, and nothing was done)."""
+        inside = _InTransaction(self, run.run_id)
+        created, claimed, committed = self.journal.start_and_claim(
+            run, owner=self.owner, ttl=self.settings.lease_ttl, decide=inside.decide
+        )
+        first = inside.outcome(claimed, committed)
+        if first.run is not None:
+            self.advance(run.run_id, first=first)
+        return created
+
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
         """Journal a fact from outside and, when the run is free, replay it right here: the
         delivery, the claim and the step are one transaction, and no replay message is sent.

@@ -316,6 +316,21 @@ class Journal(Protocol):
         """
         ...
 
+    def start_and_claim(
+        self,
+        run: NewRun,
+        *,
+        owner: str,
+        ttl: float,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[bool, Claimed | None, Committed | None]:
+        """:meth:`create_run`, then :meth:`claim_and_commit` of the new run in the same
+        transaction: a start that takes the run's first step itself commits once. Returns
+        whether the run was created (``False``: its id is taken, and nothing was done), the
+        claim and the commit if one was made.
+        """
+        ...
+
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
         """Append ``batch`` under ``lease``, in one transaction: lock the run row, check owner
         and token (:class:`LeaseLost`, nothing written, when they changed), assign the next

@@ -158,6 +158,19 @@ class InMemoryJournal:
             claimed = self._claim(run_id, owner, ttl, after_seq, self._clock())
             return claimed, None if claimed is None else self._decided(claimed, decide)
 
+    def start_and_claim(
+        self,
+        run: NewRun,
+        *,
+        owner: str,
+        ttl: float,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[bool, Claimed | None, Committed | None]:
+        with self._lock:
+            if not self.create_run(run):
+                return False, None, None
+            return (True, *self.claim_and_commit(run.run_id, owner=owner, ttl=ttl, decide=decide))
+
     def _decided(
         self, claimed: Claimed, decide: Callable[[Claimed], Batch | None] | None
     ) -> Committed | None:

@@ -162,6 +162,25 @@ class SqlJournal(StepCommits):
 
         return self._retrying(body)
 
+    def start_and_claim(
+        self,
+        run: NewRun,
+        *,
+        owner: str,
+        ttl: float,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[bool, Claimed | None, Committed | None]:
+        def body(conn: Connection) -> tuple[bool, Claimed | None, Committed | None]:
+            now = self._clock()
+            if not self._insert_run_x(conn, run, now):
+                return False, None, None
+            # Nobody else sees the run before this commits: it is free, and its inbox empty.
+            claimed = self._claim_x(conn, run.run_id, owner, ttl, 0, now, inbox=[])
+            assert claimed is not None
+            return True, claimed, self._decided_x(conn, claimed, decide)
+
+        return self._retrying(body)
+
     def _decided_x(
         self,
         conn: Connection,
@@ -279,13 +298,20 @@ class SqlJournal(StepCommits):
         return claimed, unstored
 
     def _claim_x(
-        self, conn: Connection, run_id: str, owner: str, ttl: float, after_seq: int, now: float
+        self,
+        conn: Connection,
+        run_id: str,
+        owner: str,
+        ttl: float,
+        after_seq: int,
+        now: float,
+        inbox: list[InboxItem] | None = None,
     ) -> Claimed | None:
         params = claim_params(run_id, owner, now + ttl, now, after_seq)
         row = conn.execute(CLAIM_READING if self.postgres else CLAIM, params).first()
         if row is None:
             return None
-        return self._claimed_x(conn, row, owner, now + ttl, after_seq)
+        return self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox)
 
     def _claimed_x(
         self,

@@ -34,6 +34,7 @@ from orchestrator.journal import (
     task_id_for,
     timer_key,
 )
+from orchestrator.memory_journal import InMemoryJournal
 from tests.builders import completed, new_run, task
 from tests.conftest import FakeClock
 
@@ -1293,6 +1294,73 @@ def test_claim_and_commit_leaves_a_declined_claim_with_the_caller_and_a_held_run
     assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)
     journal.commit(held.lease, Batch(status=RunStatus.COMPLETED))
     assert journal.claim_and_commit("r1", owner="w2", ttl=30, decide=never) == (None, None)
+
+
+def test_start_and_claim_creates_the_run_and_commits_its_first_step_at_once(
+    journal: Journal,
+) -> None:
+    seen: list[Claimed] = []
+
+    def decide(claimed: Claimed) -> Batch:
+        seen.append(claimed)
+        return Batch(events=[marker(1)], tasks=[task()], status=RunStatus.SUSPENDED)
+
+    created, claimed, committed = journal.start_and_claim(
+        new_run("r1"), owner="w1", ttl=30, decide=decide
+    )
+    assert created and claimed is not None and len(seen) == 1
+    assert (claimed.lease.token, claimed.last_seq, claimed.inbox) == (1, 1, [])
+    assert [e.type for e in claimed.history] == [EventType.RUN_STARTED]
+    assert claimed.history[0].data["args"] == new_run("r1").args
+    assert committed is not None and committed.last_seq == 2
+    assert status(journal) is RunStatus.SUSPENDED
+    assert [e.type for e in journal.history("r1")] == [
+        EventType.RUN_STARTED,
+        EventType.MARKER_RECORDED,
+    ]
+    assert [t.task_id for t in journal.take_unpublished(republish_after=0)] == [task().task_id]
+    # The lease was released with the commit: the next claim takes it at once.
+    journal.deliver("r1", signal("s1"))
+    assert claim(journal, owner="w2").lease.token == 2
+
+
+def test_start_and_claim_of_a_taken_id_does_nothing(journal: Journal) -> None:
+    create(journal, args=["first"])
+    before = journal.history("r1")
+
+    def never(claimed: Claimed) -> Batch:
+        raise AssertionError("decide called for a run that was not created")
+
+    assert journal.start_and_claim(
+        new_run("r1", args=["second"]), owner="w1", ttl=30, decide=never
+    ) == (False, None, None)
+    assert journal.history("r1") == before
+    assert status(journal) is RunStatus.RUNNABLE
+
+
+def test_start_and_claim_leaves_a_declined_first_step_with_the_caller(journal: Journal) -> None:
+    created, held, none = journal.start_and_claim(
+        new_run("r1"), owner="w1", ttl=30, decide=lambda c: None
+    )
+    assert created and held is not None and none is None
+    assert status(journal) is RunStatus.RUNNING
+    assert journal.claim("r1", "w2", 30) is None
+    journal.commit(held.lease, Batch(events=[marker(1)], status=RunStatus.SUSPENDED))
+    assert seqs(journal) == [1, 2]
+
+
+def test_a_start_whose_first_step_fails_leaves_no_run_behind(journal: Journal) -> None:
+    if isinstance(journal, InMemoryJournal):
+        pytest.skip("the in-memory journal has no transactions to roll back")
+
+    def broken(claimed: Claimed) -> Batch:
+        raise RuntimeError("replay broke")
+
+    with pytest.raises(RuntimeError, match="replay broke"):
+        journal.start_and_claim(new_run("r1"), owner="w1", ttl=30, decide=broken)
+    assert journal.describe("r1") is None
+    assert journal.history("r1") == []
+    create(journal)  # the id is free for the start that takes over
 
 
 def suspended_on_a_charge(journal: Journal) -> OutboxTask:
