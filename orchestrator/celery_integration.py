@@ -61,6 +61,9 @@ class CeleryPublisher:
         self.settings = settings
 
     def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
+        """Send activity and compensation tasks. Their results are not stored in the
+        result backend: the journal keeps each outcome, and a second copy would cost a
+        write per attempt (and, in a client, a subscription to a result nobody awaits)."""
         with self.app.producer_or_acquire() as producer:
             for task in tasks:
                 options: dict[str, Any] = {}
@@ -78,6 +81,7 @@ class CeleryPublisher:
                         HEADER_KIND: task.kind,
                     },
                     serializer="json",
+                    ignore_result=True,
                     producer=producer,
                     **options,
                 )
