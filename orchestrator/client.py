@@ -79,7 +79,8 @@ class Client:
     def start(
         self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
     ) -> str:
-        """Create a run and dispatch it; idempotent by ``run_id``. Returns the run id.
+        """Create a run and take its first step (here, or on a worker); idempotent by
+        ``run_id``. Returns the run id.
 
         Arguments JSON cannot carry are refused before anything is written.
         """
