@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import redis
 
 from orchestrator import migrate
 
@@ -142,6 +143,13 @@ class Cluster:
         self.orc.journal.close()
         with psycopg.connect(SERVER.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        # The cluster's queues (and messages a test left in them) and their bindings.
+        broker = redis.Redis.from_url(BROKER)
+        try:
+            for key in broker.scan_iter(f"*{self.name}*"):
+                broker.delete(key)
+        finally:
+            broker.close()
 
     # -- observations -----------------------------------------------------------------------
     def executions(self, key: str) -> int:
