@@ -48,6 +48,7 @@ from orchestrator.sql_rows import (
     run_info,
     run_row,
     runs,
+    started_data,
     step_rows,
     task_row,
     tasks,
@@ -64,12 +65,14 @@ class StepCommits(DispatcherQueries):
     """The lease holder's commit of a step and release of its lease, and the inserting of
     runs, which a start and a step share (see :class:`~orchestrator.sql_journal.SqlJournal`)."""
 
-    def _insert_run_x(self, conn: Connection, run: NewRun, now: float) -> bool:
+    def _insert_run_x(
+        self, conn: Connection, run: NewRun, now: float, lease: Lease | None = None
+    ) -> bool:
         """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. One
-        statement on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`)."""
-        values = run_row(run, now)
-        data = {"workflow": run.workflow, "version": run.version, "args": run.args}
-        started = payloads.encode(data, "run_started")
+        statement on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`). With ``lease``,
+        the run is inserted already claimed."""
+        values = run_row(run, now, lease)
+        started = started_data(run)
         if self.postgres:
             return conn.execute(CREATE_RUN, {**values, "started": started}).first() is not None
         inserted = conn.execute(

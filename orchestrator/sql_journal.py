@@ -56,6 +56,7 @@ from orchestrator.sql_rows import (
     read_history,
     run_info,
     runs,
+    started_claim,
 )
 
 
@@ -172,11 +173,10 @@ class SqlJournal(StepCommits):
     ) -> tuple[bool, Claimed | None, Committed | None]:
         def body(conn: Connection) -> tuple[bool, Claimed | None, Committed | None]:
             now = self._clock()
-            if not self._insert_run_x(conn, run, now):
+            lease = Lease(run_id=run.run_id, owner=owner, token=1, expires_at=now + ttl)
+            if not self._insert_run_x(conn, run, now, lease):
                 return False, None, None
-            # Nobody else sees the run before this commits: it is free, and its inbox empty.
-            claimed = self._claim_x(conn, run.run_id, owner, ttl, 0, now, inbox=[])
-            assert claimed is not None
+            claimed = started_claim(run, now, lease)
             return True, claimed, self._decided_x(conn, claimed, decide)
 
         return self._retrying(body)

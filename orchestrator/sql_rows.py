@@ -8,6 +8,7 @@ them. The functions turn rows into the journal's records and back.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection, Row
 
 from orchestrator import payloads, schema
 from orchestrator.events import Event, EventType, RunInfo, RunStatus, timestamp
-from orchestrator.journal import InboxItem, NewRun, OutboxTask, RunRef
+from orchestrator.journal import Claimed, InboxItem, Lease, NewRun, OutboxTask, RunRef
 
 runs, events, inbox, tasks, timers, nodes = (
     schema.runs,
@@ -123,7 +124,9 @@ NEW_RUN_COLUMNS = (
     "parent_close_policy",
     "correlation_id",
     "continued_from_run_id",
+    "lease_owner",
     "lease_token",
+    "lease_expires_at",
     "last_seq",
     "dispatched_at",
     "created_at",
@@ -337,7 +340,7 @@ def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
     return [_event(run_id, *row) for row in rows or ()]
 
 
-def run_info(row: Row[Any]) -> RunInfo:
+def run_info(row: Row[Any] | SimpleNamespace) -> RunInfo:
     return RunInfo(
         run_id=row.run_id,
         workflow=row.workflow,
@@ -370,25 +373,50 @@ def inbox_item(row: Row[Any]) -> InboxItem:
     )
 
 
-def run_row(run: NewRun, now: float) -> dict[str, Any]:
-    """The row of a new run: the columns of NEW_RUN_COLUMNS."""
+def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, Any]:
+    """The row of a new run: the columns of NEW_RUN_COLUMNS. A run inserted with its
+    ``lease`` is ``running``, its first step under way (it needs no dispatch)."""
     return {
         "run_id": run.run_id,
         "workflow": run.workflow,
         "version": run.version,
-        "status": RunStatus.RUNNABLE.value,
+        "status": (RunStatus.RUNNING if lease else RunStatus.RUNNABLE).value,
         "args": payloads.encode(run.args, "workflow arguments"),
         "parent_run_id": run.parent_run_id,
         "parent_command_id": run.parent_command_id,
         "parent_close_policy": run.parent_close_policy,
         "correlation_id": run.correlation_id or run.run_id,
         "continued_from_run_id": run.continued_from_run_id,
-        "lease_token": 0,
+        "lease_owner": lease.owner if lease else None,
+        "lease_token": lease.token if lease else 0,
+        "lease_expires_at": lease.expires_at if lease else None,
         "last_seq": 1,
-        "dispatched_at": now,
+        "dispatched_at": None if lease else now,
         "created_at": now,
         "updated_at": now,
     }
+
+
+def started_data(run: NewRun) -> str:
+    """The stored data of a new run's ``run_started`` event."""
+    data = {"workflow": run.workflow, "version": run.version, "args": run.args}
+    return payloads.encode(data, "run_started")
+
+
+def started_claim(run: NewRun, now: float, lease: Lease) -> Claimed:
+    """The claim of a run just inserted with ``lease``, as a claim's read would return it:
+    the run as stored, its ``run_started`` event, and no inbox (nobody sees the run before
+    the inserting transaction commits)."""
+    row = SimpleNamespace(
+        **run_row(run, now, lease),
+        result=None,
+        error=None,
+        reason=None,
+        continued_to_run_id=None,
+        closed_at=None,
+    )
+    started = _event(run.run_id, 1, EventType.RUN_STARTED.value, None, None, started_data(run), now)
+    return Claimed(lease=lease, run=run_info(row), history=[started], inbox=[], last_seq=1)
 
 
 def inbox_row(run_id: str, item: InboxItem, data: str, now: float) -> dict[str, Any]:

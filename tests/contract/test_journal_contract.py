@@ -1340,10 +1340,16 @@ def test_start_and_claim_of_a_taken_id_does_nothing(journal: Journal) -> None:
 
 def test_start_and_claim_leaves_a_declined_first_step_with_the_caller(journal: Journal) -> None:
     created, held, none = journal.start_and_claim(
-        new_run("r1"), owner="w1", ttl=30, decide=lambda c: None
+        new_run("r1", args=[{"n": 1}, "x"], correlation_id="chain-1"),
+        owner="w1",
+        ttl=30,
+        decide=lambda c: None,
     )
     assert created and held is not None and none is None
     assert status(journal) is RunStatus.RUNNING
+    # What the claim hands over is the run and history as stored.
+    assert held.run == journal.describe("r1")
+    assert held.history == journal.history("r1")
     assert journal.claim("r1", "w2", 30) is None
     journal.commit(held.lease, Batch(events=[marker(1)], status=RunStatus.SUSPENDED))
     assert seqs(journal) == [1, 2]
