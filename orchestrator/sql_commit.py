@@ -50,6 +50,7 @@ from orchestrator.sql_rows import (
     runs,
     started_data,
     step_rows,
+    stored_run,
     task_row,
     tasks,
     timers,
@@ -197,9 +198,10 @@ class StepCommits(DispatcherQueries):
             if finishing is not None:
                 values["p_task_id"] = finishing
                 statement = WRITE_STEP_FINISHING
-            ended = conn.execute(statement, values).one()
-            if finishing is not None and not ended.task_finished:
+            written = conn.execute(statement, values).one()
+            if finishing is not None and not written.task_finished:
                 raise NotAwaited
+            ended = stored_run(written)
         else:
             ended = conn.execute(UPDATE_RUN, values).one()
         # The run's children it cancels as it ends: read as its leftovers are dropped.

@@ -57,6 +57,7 @@ from orchestrator.sql_rows import (
     run_info,
     runs,
     started_claim,
+    stored_run,
 )
 
 
@@ -324,11 +325,12 @@ class SqlJournal(StepCommits):
     ) -> Claimed:
         """What a claim returns, read in the claiming transaction (``inbox``, when the
         caller knows it already). On Postgres the claim's row carries the history too."""
-        run_id = row.run_id
+        run = stored_run(row)
+        run_id = run.run_id
         history = claimed_history(run_id, row.history_json) if self.postgres else []
-        if after_seq >= row.last_seq:
+        if after_seq >= run.last_seq:
             history = []  # a caller with a cached replayer up to date needs none
-        elif not history or history[-1].seq != row.last_seq:
+        elif not history or history[-1].seq != run.last_seq:
             # A history read by the claim's own statement is short when the claim waited
             # for the run's row: the statement's snapshot predates the commit it waited
             # for, the row it returns does not. Read again (a new statement sees it all).
@@ -336,9 +338,9 @@ class SqlJournal(StepCommits):
         if inbox is None:
             pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
             inbox = [inbox_item(r) for r in pending]
-        lease = Lease(run_id=run_id, owner=owner, token=row.lease_token, expires_at=expires_at)
+        lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=expires_at)
         return Claimed(
-            lease=lease, run=run_info(row), history=history, inbox=inbox, last_seq=row.last_seq
+            lease=lease, run=run_info(run), history=history, inbox=inbox, last_seq=run.last_seq
         )
 
     # -- facts from outside -----------------------------------------------------------------

@@ -69,30 +69,41 @@ _HISTORY_JSON = (
     .scalar_subquery()
     .label("history_json")
 )
+#: On Postgres, the hot path's statements return the run's row as one JSON object (read by
+#: :func:`stored_run`): the driver and SQLAlchemy spend work on each column of a result, on
+#: every execution, and a run has twenty.
+RUN_JSON = sa.func.row_to_json(sa.literal_column(runs.name)).label("run_json")
+
+
+def one_of(column: sa.Column[Any], values: tuple[str, ...]) -> sa.ColumnElement[bool]:
+    """``column IN values`` with the (constant) values written into the statement: an IN of
+    bound values is rendered again on every execution."""
+    return column.in_([sa.literal_column(f"'{value}'") for value in values])
+
+
+_INBOX_PENDING = (
+    sa.exists().where(inbox.c.run_id == runs.c.run_id, sa.not_(inbox.c.absorbed))
+).label("inbox_pending")
 #: The hot path's claim: a run that a delivery would dispatch (not blocked, not ended, lease
 #: free, no replay in flight) is leased to the deliverer in one statement, which also says
 #: whether other inbox items wait.
-CLAIM_FOR_DELIVERY = (
+_CLAIM_FOR_DELIVERY = (
     runs.update()
     .where(
         runs.c.run_id == _run_param,
-        runs.c.status.in_(
-            [RunStatus.RUNNABLE.value, RunStatus.RUNNING.value, RunStatus.SUSPENDED.value]
+        one_of(
+            runs.c.status,
+            (RunStatus.RUNNABLE.value, RunStatus.RUNNING.value, RunStatus.SUSPENDED.value),
         ),
         LEASE_FREE,
         runs.c.dispatched_at.is_(None),
     )
     .values(**_LEASED, dispatched_at=sa.bindparam("now"))
-    .returning(
-        *runs.c,
-        sa.exists()
-        .where(inbox.c.run_id == runs.c.run_id, sa.not_(inbox.c.absorbed))
-        .label("inbox_pending"),
-    )
 )
+CLAIM_FOR_DELIVERY = _CLAIM_FOR_DELIVERY.returning(*runs.c, _INBOX_PENDING)
 #: On Postgres, the claim for a delivery returns the history after ``p_after`` too (the
 #: claimer's cached replayer may be behind, or in another process).
-CLAIM_FOR_DELIVERY_READING = CLAIM_FOR_DELIVERY.returning(_HISTORY_JSON)
+CLAIM_FOR_DELIVERY_READING = _CLAIM_FOR_DELIVERY.returning(RUN_JSON, _INBOX_PENDING, _HISTORY_JSON)
 #: On Postgres, the claim for an activity's outcome also reserves the outcome's inbox id: an
 #: outcome that the step it lands in consumes is then never stored in the inbox (its task,
 #: finished in the same transaction, is what keeps a second copy out).
@@ -100,18 +111,14 @@ CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY_READING.returning(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
 )
 #: A replay's claim: a run that is active and whose lease is free is leased to the claimer.
-CLAIM = (
+_CLAIM = (
     runs.update()
-    .where(
-        runs.c.run_id == _run_param,
-        runs.c.status.in_(schema.ACTIVE_STATUSES),
-        LEASE_FREE,
-    )
+    .where(runs.c.run_id == _run_param, one_of(runs.c.status, schema.ACTIVE_STATUSES), LEASE_FREE)
     .values(**_LEASED)
-    .returning(*runs.c)
 )
+CLAIM = _CLAIM.returning(*runs.c)
 #: On Postgres, the claim also returns the history the claimer reads next.
-CLAIM_READING = CLAIM.returning(_HISTORY_JSON)
+CLAIM_READING = _CLAIM.returning(RUN_JSON, _HISTORY_JSON)
 #: The columns a new run is inserted with (see :func:`run_row`; the rest take defaults).
 NEW_RUN_COLUMNS = (
     "run_id",
@@ -177,7 +184,8 @@ START_TASK = (
 )
 #: The values (SET columns) of UPDATE_RUN, WRITE_STEP, WRITE_STEP_FINISHING and ABSORB come
 #: from each call's parameters.
-UPDATE_RUN = runs.update().where(runs.c.run_id == _run_param).returning(*runs.c)
+_UPDATE_RUN = runs.update().where(runs.c.run_id == _run_param)
+UPDATE_RUN = _UPDATE_RUN.returning(*runs.c)
 #: The columns of a step's new events and tasks (see :func:`task_row`).
 EVENT_COLUMNS = ("run_id", "seq", "type", "command_id", "attempt", "data", "at")
 TASK_COLUMNS = (
@@ -225,8 +233,10 @@ def _insert_json(table: sa.Table, columns: tuple[str, ...], param: str) -> sa.CT
 
 #: On Postgres, a step's events and tasks are inserted by the run's update itself: one round
 #: trip instead of three. Parameters: UPDATE_RUN's, and :func:`step_rows`.
-WRITE_STEP = UPDATE_RUN.add_cte(_insert_json(events, EVENT_COLUMNS, "p_events")).add_cte(
-    _insert_json(tasks, TASK_COLUMNS, "p_tasks")
+WRITE_STEP = (
+    _UPDATE_RUN.returning(RUN_JSON)
+    .add_cte(_insert_json(events, EVENT_COLUMNS, "p_events"))
+    .add_cte(_insert_json(tasks, TASK_COLUMNS, "p_tasks"))
 )
 
 
@@ -338,6 +348,13 @@ def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
     """The events of a claim's ``history_json`` (rows of seq, type, command_id, attempt,
     data, at)."""
     return [_event(run_id, *row) for row in rows or ()]
+
+
+def stored_run(row: Row[Any]) -> Row[Any] | SimpleNamespace:
+    """The run's columns of a row that returned them: from its ``run_json`` (see RUN_JSON)
+    where it has one, else its own."""
+    run = getattr(row, "run_json", None)
+    return row if run is None else SimpleNamespace(**run)
 
 
 def run_info(row: Row[Any] | SimpleNamespace) -> RunInfo:
