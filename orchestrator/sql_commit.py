@@ -106,9 +106,11 @@ class StepCommits(DispatcherQueries):
         release: bool,
         held: Claimed | None = None,
         finishing: str | None = None,
+        unwritten: dict[str, Any] | None = None,
     ) -> Committed:
         """``held`` is a claim made earlier in this transaction: the run's row is locked by
-        it already, and no inbox item can have arrived since (a delivery locks the row).
+        it already, and no inbox item can have arrived since (a delivery locks the row);
+        ``unwritten``, the values it sets on the row, are written by this step's update.
         ``finishing`` is the task whose outcome the batch consumes, ended by the step's
         write (Postgres); :class:`NotAwaited` if it has ended already."""
         now = self._clock()
@@ -153,7 +155,7 @@ class StepCommits(DispatcherQueries):
             if self._insert_run_x(conn, child, now):
                 dispatch.append(ref_of(child))
         status = RunStatus(batch.status or prior)
-        values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
+        values: dict[str, Any] = {**(unwritten or {}), "last_seq": seq, "updated_at": now}
         if batch.continuation is not None:
             if self._insert_run_x(conn, batch.continuation, now):
                 dispatch.append(ref_of(batch.continuation))
@@ -201,9 +203,9 @@ class StepCommits(DispatcherQueries):
             written = conn.execute(statement, values).one()
             if finishing is not None and not written.task_finished:
                 raise NotAwaited
-            ended = stored_run(written)
         else:
-            ended = conn.execute(UPDATE_RUN, values).one()
+            written = conn.execute(UPDATE_RUN, values).one()
+        ended = stored_run(written)
         # The run's children it cancels as it ends: read as its leftovers are dropped.
         children = self._close_x(conn, lease.run_id) if status.terminal else None
         cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)

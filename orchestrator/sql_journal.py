@@ -48,7 +48,9 @@ from orchestrator.sql_rows import (
     PENDING_INBOX,
     START_TASK,
     TERMINAL,
+    WRITE_RUN,
     claim_params,
+    claim_values,
     claimed_history,
     inbox,
     inbox_item,
@@ -145,9 +147,14 @@ class SqlJournal(StepCommits):
 
     # -- the lease holder -------------------------------------------------------------------
     def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
-        return self._retrying(
-            lambda conn: self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
-        )
+        def body(conn: Connection) -> Claimed | None:
+            held = self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
+            if held is None:
+                return None
+            self._write_claim_x(conn, held)
+            return held.claimed
+
+        return self._retrying(body)
 
     def claim_and_commit(
         self,
@@ -159,8 +166,10 @@ class SqlJournal(StepCommits):
         decide: Callable[[Claimed], Batch | None],
     ) -> tuple[Claimed | None, Committed | None]:
         def body(conn: Connection) -> tuple[Claimed | None, Committed | None]:
-            claimed = self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
-            return claimed, None if claimed is None else self._decided_x(conn, claimed, decide)
+            held = self._claim_x(conn, run_id, owner, ttl, after_seq, self._clock())
+            if held is None:
+                return None, None
+            return held.claimed, self._decided_x(conn, held, decide)
 
         return self._retrying(body)
 
@@ -178,23 +187,25 @@ class SqlJournal(StepCommits):
             if not self._insert_run_x(conn, run, now, lease):
                 return False, None, None
             claimed = started_claim(run, now, lease)
-            return True, claimed, self._decided_x(conn, claimed, decide)
+            return True, claimed, self._decided_x(conn, _Held(claimed, unwritten={}), decide)
 
         return self._retrying(body)
 
     def _decided_x(
         self,
         conn: Connection,
-        claimed: Claimed,
+        held: _Held,
         decide: Callable[[Claimed], Batch | None] | None,
         unstored: _Unstored | None = None,
     ) -> Committed | None:
-        """What ``decide`` makes of a claim taken in this transaction, committed here.
+        """What ``decide`` makes of a claim taken in this transaction, committed here with
+        the claim's own values; without a batch to commit, the claim alone is written.
 
         ``unstored`` is the claim's only inbox item, an activity's outcome neither inserted
         nor its task finished yet (see ``_claim_for_delivery_x``): when the batch consumes
         it, the step's write finishes the task; otherwise the task is finished and the item
         inserted here."""
+        claimed = held.claimed
         batch = decide(claimed) if decide is not None else None
         finishing = None
         if unstored is not None:
@@ -211,10 +222,21 @@ class SqlJournal(StepCommits):
                 if self._insert_inbox_x(conn, unstored.row) is None:
                     raise NotAwaited  # its dedupe key was taken after all: as if inserted first
         if batch is None:
+            self._write_claim_x(conn, held)
             return None
         return self._commit_x(
-            conn, claimed.lease, batch, release=True, held=claimed, finishing=finishing
+            conn,
+            claimed.lease,
+            batch,
+            release=True,
+            held=claimed,
+            finishing=finishing,
+            unwritten=held.unwritten,
         )
+
+    def _write_claim_x(self, conn: Connection, held: _Held) -> None:
+        if held.unwritten:
+            conn.execute(WRITE_RUN, {**held.unwritten, "p_run_id": held.claimed.run.run_id})
 
     def _finish_awaited_x(self, conn: Connection, task_id: str, run_id: str) -> None:
         """End the task an outcome is for; :class:`NotAwaited` if it has ended already."""
@@ -240,9 +262,9 @@ class SqlJournal(StepCommits):
             )
             if found is None:  # the run is not free: deliver only
                 return self._deliver_x(conn, run_id, item, task_id, now), None, None
-            claimed, unstored = found
-            committed = self._decided_x(conn, claimed, decide, unstored)
-            return Delivery(accepted=True), claimed, committed
+            held, unstored = found
+            committed = self._decided_x(conn, held, decide, unstored)
+            return Delivery(accepted=True), held.claimed, committed
 
         try:
             return self._retrying(body)
@@ -259,7 +281,7 @@ class SqlJournal(StepCommits):
         ttl: float,
         now: float,
         after_seq: int,
-    ) -> tuple[Claimed, _Unstored | None] | None:
+    ) -> tuple[_Held, _Unstored | None] | None:
         """The hot path: a run that the delivery would dispatch is claimed first, in one
         statement, then the awaited task finished and the item inserted. ``None`` when the
         run cannot be claimed now; :class:`NotAwaited`, which rolls the claim back with the
@@ -272,7 +294,7 @@ class SqlJournal(StepCommits):
         finished in this transaction either way, and the run's row stays locked until it
         commits, so a second delivery finds the task finished and its dedupe key unused."""
         reserve = self.postgres and task_id is not None
-        params = claim_params(run_id, owner, now + ttl, now, after_seq)
+        params = claim_params(run_id, now, after_seq)
         statement = CLAIM_FOR_DELIVERY
         if self.postgres:
             statement = CLAIM_FOR_DELIVERY_RESERVING if reserve else CLAIM_FOR_DELIVERY_READING
@@ -295,8 +317,10 @@ class SqlJournal(StepCommits):
         only = None
         if not row.inbox_pending:
             only = [dataclasses.replace(item, id=item_id, at=now, data=payloads.decode(data))]
-        claimed = self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox=only)
-        return claimed, unstored
+        held = self._claimed_x(
+            conn, row, owner, now, now + ttl, after_seq, inbox=only, dispatched=True
+        )
+        return held, unstored
 
     def _claim_x(
         self,
@@ -307,25 +331,30 @@ class SqlJournal(StepCommits):
         after_seq: int,
         now: float,
         inbox: list[InboxItem] | None = None,
-    ) -> Claimed | None:
-        params = claim_params(run_id, owner, now + ttl, now, after_seq)
+    ) -> _Held | None:
+        params = claim_params(run_id, now, after_seq)
         row = conn.execute(CLAIM_READING if self.postgres else CLAIM, params).first()
         if row is None:
             return None
-        return self._claimed_x(conn, row, owner, now + ttl, after_seq, inbox)
+        return self._claimed_x(conn, row, owner, now, now + ttl, after_seq, inbox)
 
     def _claimed_x(
         self,
         conn: Connection,
         row: Any,
         owner: str,
+        now: float,
         expires_at: float,
         after_seq: int,
         inbox: list[InboxItem] | None = None,
-    ) -> Claimed:
+        dispatched: bool = False,
+    ) -> _Held:
         """What a claim returns, read in the claiming transaction (``inbox``, when the
-        caller knows it already). On Postgres the claim's row carries the history too."""
+        caller knows it already), and the values it sets on the run's row, not written yet.
+        On Postgres the claim's row carries the history too."""
         run = stored_run(row)
+        unwritten = claim_values(owner, run.lease_token + 1, expires_at, now, dispatched)
+        vars(run).update(unwritten)  # the run as the claim leaves it
         run_id = run.run_id
         history = claimed_history(run_id, row.history_json) if self.postgres else []
         if after_seq >= run.last_seq:
@@ -339,9 +368,10 @@ class SqlJournal(StepCommits):
             pending = conn.execute(PENDING_INBOX, {"p_run_id": run_id})
             inbox = [inbox_item(r) for r in pending]
         lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=expires_at)
-        return Claimed(
+        claimed = Claimed(
             lease=lease, run=run_info(run), history=history, inbox=inbox, last_seq=run.last_seq
         )
+        return _Held(claimed, unwritten)
 
     # -- facts from outside -----------------------------------------------------------------
     def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
@@ -389,6 +419,16 @@ class SqlJournal(StepCommits):
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         params = {"p_task_id": task_id, "p_now": self._clock()}
         return conn.execute(START_TASK, params).first() is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """A claim taken in this transaction, and the values it sets on the run's row (see
+    :func:`~orchestrator.sql_rows.claim_values`), written with the step that follows it in
+    the transaction, or alone when there is none."""
+
+    claimed: Claimed
+    unwritten: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)

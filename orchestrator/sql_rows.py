@@ -45,14 +45,27 @@ LOCK_FOR_DELIVERY = (
     .where(runs.c.run_id == _run_param)
     .with_for_update()
 )
-#: What a claim sets on the run's row: a new lease, for ``p_owner`` until ``p_expires``.
-_LEASED: dict[str, Any] = {
-    "lease_owner": sa.bindparam("p_owner"),
-    "lease_token": runs.c.lease_token + 1,
-    "lease_expires_at": sa.bindparam("p_expires"),
-    "status": RunStatus.RUNNING.value,
-    "updated_at": sa.bindparam("now"),
-}
+
+
+def claim_values(
+    owner: str, token: int, expires_at: float, now: float, dispatched: bool = False
+) -> dict[str, Any]:
+    """What a claim sets on the run's row: lease ``token`` for ``owner`` until ``expires_at``
+    (and, for a delivery's claim, a replay in flight: ``dispatched``).
+
+    A claim locks and reads the row (CLAIM and its variants) and writes these values with the
+    step it commits in the same transaction (or with WRITE_RUN when it commits none): one new
+    version of the row per step, not two. A step that leaves ``status`` as it found it (an
+    outcome whose run goes on waiting) then changes no indexed column, so Postgres can make
+    it a HOT update, which writes none of the table's indexes."""
+    return {
+        "lease_owner": owner,
+        "lease_token": token,
+        "lease_expires_at": expires_at,
+        "status": RunStatus.RUNNING.value,
+        "updated_at": now,
+        **({"dispatched_at": now} if dispatched else {}),
+    }
 
 
 #: The run's history after ``p_after``, as a JSON array of rows (see :func:`claimed_history`).
@@ -81,44 +94,48 @@ def one_of(column: sa.Column[Any], values: tuple[str, ...]) -> sa.ColumnElement[
     return column.in_([sa.literal_column(f"'{value}'") for value in values])
 
 
+def _locking(select: sa.Select[Any]) -> sa.Select[Any]:
+    """``select`` locking the run's row as an UPDATE of it would (the lock a claim's write
+    takes; SQLite's transactions hold the whole database already)."""
+    return select.with_for_update(key_share=True)
+
+
 _INBOX_PENDING = (
     sa.exists().where(inbox.c.run_id == runs.c.run_id, sa.not_(inbox.c.absorbed))
 ).label("inbox_pending")
 #: The hot path's claim: a run that a delivery would dispatch (not blocked, not ended, lease
-#: free, no replay in flight) is leased to the deliverer in one statement, which also says
-#: whether other inbox items wait.
-_CLAIM_FOR_DELIVERY = (
-    runs.update()
-    .where(
-        runs.c.run_id == _run_param,
-        one_of(
-            runs.c.status,
-            (RunStatus.RUNNABLE.value, RunStatus.RUNNING.value, RunStatus.SUSPENDED.value),
-        ),
-        LEASE_FREE,
-        runs.c.dispatched_at.is_(None),
-    )
-    .values(**_LEASED, dispatched_at=sa.bindparam("now"))
+#: free, no replay in flight) is locked and read, with whether other inbox items wait. Its
+#: claim also sets ``dispatched_at``.
+_DELIVERABLE = (
+    runs.c.run_id == _run_param,
+    one_of(
+        runs.c.status,
+        (RunStatus.RUNNABLE.value, RunStatus.RUNNING.value, RunStatus.SUSPENDED.value),
+    ),
+    LEASE_FREE,
+    runs.c.dispatched_at.is_(None),
 )
-CLAIM_FOR_DELIVERY = _CLAIM_FOR_DELIVERY.returning(*runs.c, _INBOX_PENDING)
+CLAIM_FOR_DELIVERY = _locking(sa.select(*runs.c, _INBOX_PENDING).where(*_DELIVERABLE))
 #: On Postgres, the claim for a delivery returns the history after ``p_after`` too (the
 #: claimer's cached replayer may be behind, or in another process).
-CLAIM_FOR_DELIVERY_READING = _CLAIM_FOR_DELIVERY.returning(RUN_JSON, _INBOX_PENDING, _HISTORY_JSON)
+CLAIM_FOR_DELIVERY_READING = _locking(
+    sa.select(RUN_JSON, _INBOX_PENDING, _HISTORY_JSON).where(*_DELIVERABLE)
+)
 #: On Postgres, the claim for an activity's outcome also reserves the outcome's inbox id: an
 #: outcome that the step it lands in consumes is then never stored in the inbox (its task,
 #: finished in the same transaction, is what keeps a second copy out).
-CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY_READING.returning(
+CLAIM_FOR_DELIVERY_RESERVING = CLAIM_FOR_DELIVERY_READING.add_columns(
     sa.func.nextval(sa.func.pg_get_serial_sequence("inbox", "id")).label("reserved_inbox_id")
 )
-#: A replay's claim: a run that is active and whose lease is free is leased to the claimer.
-_CLAIM = (
-    runs.update()
-    .where(runs.c.run_id == _run_param, one_of(runs.c.status, schema.ACTIVE_STATUSES), LEASE_FREE)
-    .values(**_LEASED)
+#: A replay's claim: a run that is active and whose lease is free is locked and read.
+_CLAIMABLE = (
+    runs.c.run_id == _run_param,
+    one_of(runs.c.status, schema.ACTIVE_STATUSES),
+    LEASE_FREE,
 )
-CLAIM = _CLAIM.returning(*runs.c)
+CLAIM = _locking(sa.select(*runs.c).where(*_CLAIMABLE))
 #: On Postgres, the claim also returns the history the claimer reads next.
-CLAIM_READING = _CLAIM.returning(RUN_JSON, _HISTORY_JSON)
+CLAIM_READING = _locking(sa.select(RUN_JSON, _HISTORY_JSON).where(*_CLAIMABLE))
 #: The columns a new run is inserted with (see :func:`run_row`; the rest take defaults).
 NEW_RUN_COLUMNS = (
     "run_id",
@@ -182,10 +199,10 @@ START_TASK = (
     )
     .returning(tasks.c.task_id)
 )
-#: The values (SET columns) of UPDATE_RUN, WRITE_STEP, WRITE_STEP_FINISHING and ABSORB come
-#: from each call's parameters.
-_UPDATE_RUN = runs.update().where(runs.c.run_id == _run_param)
-UPDATE_RUN = _UPDATE_RUN.returning(*runs.c)
+#: The values (SET columns) of WRITE_RUN, UPDATE_RUN, WRITE_STEP, WRITE_STEP_FINISHING and
+#: ABSORB come from each call's parameters.
+WRITE_RUN = runs.update().where(runs.c.run_id == _run_param)
+UPDATE_RUN = WRITE_RUN.returning(*runs.c)
 #: The columns of a step's new events and tasks (see :func:`task_row`).
 EVENT_COLUMNS = ("run_id", "seq", "type", "command_id", "attempt", "data", "at")
 TASK_COLUMNS = (
@@ -234,7 +251,7 @@ def _insert_json(table: sa.Table, columns: tuple[str, ...], param: str) -> sa.CT
 #: On Postgres, a step's events and tasks are inserted by the run's update itself: one round
 #: trip instead of three. Parameters: UPDATE_RUN's, and :func:`step_rows`.
 WRITE_STEP = (
-    _UPDATE_RUN.returning(RUN_JSON)
+    WRITE_RUN.returning(RUN_JSON)
     .add_cte(_insert_json(events, EVENT_COLUMNS, "p_events"))
     .add_cte(_insert_json(tasks, TASK_COLUMNS, "p_tasks"))
 )
@@ -331,17 +348,9 @@ def read_history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
     return [_event(run_id, r.seq, r.type, r.command_id, r.attempt, r.data, r.at) for r in rows]
 
 
-def claim_params(
-    run_id: str, owner: str, expires_at: float, now: float, after_seq: int
-) -> dict[str, Any]:
+def claim_params(run_id: str, now: float, after_seq: int) -> dict[str, Any]:
     """The parameters of the claims (CLAIM and CLAIM_FOR_DELIVERY, and their variants)."""
-    return {
-        "p_run_id": run_id,
-        "p_owner": owner,
-        "p_expires": expires_at,
-        "now": now,
-        "p_after": after_seq,
-    }
+    return {"p_run_id": run_id, "now": now, "p_after": after_seq}
 
 
 def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
@@ -350,11 +359,13 @@ def claimed_history(run_id: str, rows: list[list[Any]] | None) -> list[Event]:
     return [_event(run_id, *row) for row in rows or ()]
 
 
-def stored_run(row: Row[Any]) -> Row[Any] | SimpleNamespace:
+def stored_run(row: Row[Any]) -> SimpleNamespace:
     """The run's columns of a row that returned them: from its ``run_json`` (see RUN_JSON)
     where it has one, else its own."""
     run = getattr(row, "run_json", None)
-    return row if run is None else SimpleNamespace(**run)
+    if run is None:
+        run = {column.name: row._mapping[column.name] for column in runs.c}
+    return SimpleNamespace(**run)
 
 
 def run_info(row: Row[Any] | SimpleNamespace) -> RunInfo:
