@@ -6,7 +6,9 @@ the attempt's start (``Journal.mark_started``) and the outcome's transaction
 runs exactly those calls, in the order a worker makes them, for ``w10_runs`` workflows of
 ``w10_steps`` activities against the scenario's fresh database, with the worker and the
 dispatcher stopped (so nothing else reads or writes it) and a publisher that only records.
-It reports CPU time and wall time per step, and the SQL statements sent per step.
+It reports CPU time and wall time per step, the SQL statements sent per step, and what the
+steps wrote: updates of the runs table (and how many of them were HOT, writing no index) and
+bytes of WAL (server-wide, read with nothing else running on the journal's database).
 
 Being free of the broker and of the other processes' scheduling, these figures move far
 less from run to run than the end-to-end ones, which makes them the ones to compare when
@@ -44,16 +46,22 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
         _steps(journal, driver, warm, publisher)
         for rep in range(sizes.repeats):
             first = _start(client, driver, publisher, f"s{rep}-", sizes.w10_steps, sizes.w10_runs)
+            written0 = _written(cluster, journal)
             sql0 = cluster.counted()["sql"]
             cpu0, wall0 = time.process_time(), time.perf_counter()
             steps = _steps(journal, driver, first, publisher)
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             sql = cluster.counted()["sql"] - sql0
+            written = _written(cluster, journal)
+            updates, hot, wal = (b - a for a, b in zip(written0, written, strict=True))
             if steps != sizes.w10_runs * sizes.w10_steps:
                 raise RuntimeError(f"expected {sizes.w10_runs * sizes.w10_steps} steps: {steps}")
             figures.add("CPU per step (start + outcome)", "ms", cpu * 1000 / steps)
             figures.add("wall time per step", "ms", wall * 1000 / steps)
             figures.add("SQL statements per step", "stmt", sql / steps)
+            figures.add("updates of the runs table per step", "rows", updates / steps)
+            figures.add("  of which HOT (no index written)", "rows", hot / steps)
+            figures.add("WAL per step", "B", wal / steps)
             print(
                 f"  step repetition {rep + 1}/{sizes.repeats}: "
                 f"{cpu * 1000 / steps:.2f} ms CPU, {wall * 1000 / steps:.2f} ms per step",
@@ -62,6 +70,17 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     finally:
         journal.close()
     return {"step": figures}
+
+
+def _written(cluster: Cluster, journal: SqlJournal) -> tuple[int, int, int]:
+    """Updates of the runs table, HOT ones, and the WAL position so far. The journal's
+    connections are closed first: a backend that ends flushes its table counters, where an
+    idle one holds them for up to ten seconds."""
+    journal.engine.dispose()
+    upd = cluster.scalar("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'runs'")
+    hot = cluster.scalar("SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'runs'")
+    wal = cluster.scalar("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+    return int(upd), int(hot), int(wal)
 
 
 def _start(
