@@ -327,7 +327,9 @@ class Journal(Protocol):
         """:meth:`create_run`, then :meth:`claim_and_commit` of the new run in the same
         transaction: a start that takes the run's first step itself commits once. Returns
         whether the run was created (``False``: its id is taken, and nothing was done), the
-        claim and the commit if one was made.
+        claim and the commit if one was made. ``decide`` may be called before the run is
+        inserted (so that the step can be written with it); when the id turns out taken, what
+        it decided is dropped.
         """
         ...
 

@@ -119,20 +119,8 @@ class StepCommits(DispatcherQueries):
             seq, prior = row.last_seq, row.status
         else:
             seq, prior = held.last_seq, RunStatus.RUNNING.value
-        event_rows = []
-        for event in batch.events:
-            seq += 1
-            event_rows.append(
-                {
-                    "run_id": lease.run_id,
-                    "seq": seq,
-                    "type": EventType(event.type).value,
-                    "command_id": event.command_id,
-                    "attempt": event.attempt,
-                    "data": payloads.encode(event.data, f"{event.type} event"),
-                    "at": now if event.at is None else event.at,
-                }
-            )
+        event_rows = step_events(lease.run_id, seq, batch, now)
+        seq += len(event_rows)
         task_rows = [task_row(t, now) for t in batch.tasks]
         if not self.postgres:
             if event_rows:
@@ -155,20 +143,9 @@ class StepCommits(DispatcherQueries):
             if self._insert_run_x(conn, child, now):
                 dispatch.append(ref_of(child))
         status = RunStatus(batch.status or prior)
-        values: dict[str, Any] = {**(unwritten or {}), "last_seq": seq, "updated_at": now}
-        if batch.continuation is not None:
-            if self._insert_run_x(conn, batch.continuation, now):
-                dispatch.append(ref_of(batch.continuation))
-            values["continued_to_run_id"] = batch.continuation.run_id
-        if batch.status is not None:
-            values.update(
-                status=status.value,
-                result=payloads.encode(batch.result, "workflow result"),
-                error=None if batch.error is None else json.dumps(batch.error),
-                reason=batch.reason,
-            )
+        if batch.continuation is not None and self._insert_run_x(conn, batch.continuation, now):
+            dispatch.append(ref_of(batch.continuation))
         if status.terminal:
-            values["closed_at"] = now
             if batch.continuation is not None:
                 conn.execute(
                     inbox.update()
@@ -185,15 +162,11 @@ class StepCommits(DispatcherQueries):
         else:
             absorbed = set(batch.absorbed)
             pending = any(item.id not in absorbed for item in held.inbox)
-        if release:
-            values.update(lease_owner=None, lease_expires_at=None)
-            if status is RunStatus.BLOCKED:
-                values["dispatched_at"] = now
-            elif pending or status is RunStatus.RUNNING:
-                values["status"] = RunStatus.RUNNABLE.value
-            else:
-                values["dispatched_at"] = None
-        values["p_run_id"] = lease.run_id
+        values = {
+            **(unwritten or {}),
+            **step_values(batch, status, seq, now, pending=pending, release=release),
+            "p_run_id": lease.run_id,
+        }
         if self.postgres:
             values.update(step_rows(event_rows, task_rows))
             statement = WRITE_STEP
@@ -294,3 +267,48 @@ def _cancel_reason(batch: Batch) -> str | None:
 
 
 __all__ = ["NotAwaited", "StepCommits"]
+
+
+def step_events(run_id: str, seq: int, batch: Batch, now: float) -> list[dict[str, Any]]:
+    """The rows of a step's events, numbered on from ``seq``, the run's last."""
+    return [
+        {
+            "run_id": run_id,
+            "seq": seq + n,
+            "type": EventType(event.type).value,
+            "command_id": event.command_id,
+            "attempt": event.attempt,
+            "data": payloads.encode(event.data, f"{event.type} event"),
+            "at": now if event.at is None else event.at,
+        }
+        for n, event in enumerate(batch.events, start=1)
+    ]
+
+
+def step_values(
+    batch: Batch, status: RunStatus, seq: int, now: float, *, pending: bool, release: bool
+) -> dict[str, Any]:
+    """The columns a step sets on its run's row: the run at ``status``, its history up to
+    ``seq``, the lease released (with ``release``) and a replay due when inbox items are
+    ``pending``."""
+    values: dict[str, Any] = {"last_seq": seq, "updated_at": now}
+    if batch.continuation is not None:
+        values["continued_to_run_id"] = batch.continuation.run_id
+    if batch.status is not None:
+        values.update(
+            status=status.value,
+            result=payloads.encode(batch.result, "workflow result"),
+            error=None if batch.error is None else json.dumps(batch.error),
+            reason=batch.reason,
+        )
+    if status.terminal:
+        values["closed_at"] = now
+    if release:
+        values.update(lease_owner=None, lease_expires_at=None)
+        if status is RunStatus.BLOCKED:
+            values["dispatched_at"] = now
+        elif pending or status is RunStatus.RUNNING:
+            values["status"] = RunStatus.RUNNABLE.value
+        else:
+            values["dispatched_at"] = None
+    return values

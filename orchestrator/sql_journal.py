@@ -36,7 +36,7 @@ from orchestrator.journal import (
     NewRun,
     RunRef,
 )
-from orchestrator.sql_commit import NotAwaited, StepCommits
+from orchestrator.sql_commit import NotAwaited, StepCommits, step_events, step_values
 from orchestrator.sql_rows import (
     CLAIM,
     CLAIM_FOR_DELIVERY,
@@ -47,6 +47,7 @@ from orchestrator.sql_rows import (
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
     START_TASK,
+    START_WITH_STEP,
     TERMINAL,
     WRITE_RUN,
     claim_params,
@@ -57,9 +58,13 @@ from orchestrator.sql_rows import (
     inbox_row,
     read_history,
     run_info,
+    run_row,
     runs,
     started_claim,
+    started_row,
+    step_rows,
     stored_run,
+    task_row,
 )
 
 
@@ -181,15 +186,53 @@ class SqlJournal(StepCommits):
         ttl: float,
         decide: Callable[[Claimed], Batch | None],
     ) -> tuple[bool, Claimed | None, Committed | None]:
+        now = self._clock()
+        lease = Lease(run_id=run.run_id, owner=owner, token=1, expires_at=now + ttl)
+        claimed = started_claim(run, now, lease)
+        step = decide
+        if self.postgres:
+            # Decided before the run is inserted (and dropped if its id is taken), a first
+            # step that only schedules work is written by the insert itself: one statement.
+            batch, at = decide(claimed), self._clock()
+            if batch is not None and _fits_start(batch, at):
+                return self._retrying(
+                    lambda conn: self._start_with_step_x(conn, run, claimed, batch, now, at),
+                    autocommit=True,
+                )
+
+            def decided(_: Claimed) -> Batch | None:
+                return batch
+
+            step = decided
+
         def body(conn: Connection) -> tuple[bool, Claimed | None, Committed | None]:
-            now = self._clock()
-            lease = Lease(run_id=run.run_id, owner=owner, token=1, expires_at=now + ttl)
             if not self._insert_run_x(conn, run, now, lease):
                 return False, None, None
-            claimed = started_claim(run, now, lease)
-            return True, claimed, self._decided_x(conn, _Held(claimed, unwritten={}), decide)
+            return True, claimed, self._decided_x(conn, _Held(claimed, unwritten={}), step)
 
         return self._retrying(body)
+
+    def _start_with_step_x(
+        self,
+        conn: Connection,
+        run: NewRun,
+        claimed: Claimed,
+        batch: Batch,
+        created: float,
+        at: float,
+    ) -> tuple[bool, Claimed | None, Committed | None]:
+        """Insert ``run`` (created at ``created``) as its first step, ``batch`` decided at
+        ``at``, leaves it (see START_WITH_STEP)."""
+        event_rows = [started_row(run, created), *step_events(run.run_id, 1, batch, at)]
+        seq = len(event_rows)
+        params = {
+            **run_row(run, created, claimed.lease),
+            **step_values(batch, RunStatus.SUSPENDED, seq, at, pending=False, release=True),
+            **step_rows(event_rows, [task_row(t, at) for t in batch.tasks]),
+        }
+        if conn.execute(START_WITH_STEP, params).first() is None:
+            return False, None, None
+        return True, claimed, Committed(last_seq=seq, pending_inbox=False, dispatch=[])
 
     def _decided_x(
         self,
@@ -419,6 +462,17 @@ class SqlJournal(StepCommits):
     def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
         params = {"p_task_id": task_id, "p_now": self._clock()}
         return conn.execute(START_TASK, params).first() is not None
+
+
+def _fits_start(batch: Batch, now: float) -> bool:
+    """Whether a first step writes nothing but events, tasks to send now and the run, left
+    waiting (see START_WITH_STEP): no timers, children, continuation, end or later task."""
+    return (
+        batch.status is RunStatus.SUSPENDED
+        and not (batch.timers or batch.children or batch.absorbed)
+        and batch.continuation is None
+        and all(task.available_at <= now for task in batch.tasks)
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -156,13 +156,21 @@ NEW_RUN_COLUMNS = (
     "created_at",
     "updated_at",
 )
-_new_run = (
-    postgresql.insert(runs)
-    .values({name: sa.bindparam(name) for name in NEW_RUN_COLUMNS})
-    .on_conflict_do_nothing(index_elements=["run_id"])
-    .returning(runs.c.run_id)
-    .cte("new_run")
-)
+
+
+def _run_insert(columns: tuple[str, ...], name: str) -> sa.CTE:
+    """An INSERT of a run's ``columns`` from the parameters of the same names, returning its
+    id; nothing (no row) when the id is taken."""
+    return (
+        postgresql.insert(runs)
+        .values({column: sa.bindparam(column) for column in columns})
+        .on_conflict_do_nothing(index_elements=["run_id"])
+        .returning(runs.c.run_id)
+        .cte(name)
+    )
+
+
+_new_run = _run_insert(NEW_RUN_COLUMNS, "new_run")
 #: On Postgres, a run and its ``run_started`` event in one statement (no event when the run
 #: id is taken); the parameters are NEW_RUN_COLUMNS and ``started`` (the event's data).
 CREATE_RUN = (
@@ -224,8 +232,14 @@ TASK_COLUMNS = (
 )
 
 
-def _insert_json(table: sa.Table, columns: tuple[str, ...], param: str) -> sa.CTE:
-    """An INSERT of the rows given as one JSON array of objects (parameter ``param``).
+def _insert_json(
+    table: sa.Table,
+    columns: tuple[str, ...],
+    param: str,
+    only_if: sa.ColumnElement[bool] | None = None,
+) -> sa.CTE:
+    """An INSERT of the rows given as one JSON array of objects (parameter ``param``), none
+    unless ``only_if`` holds, when given.
 
     Its shape does not depend on how many rows it inserts, so it is compiled once, and one
     JSON string costs far less to encode than an array per column. The rows' values are
@@ -241,11 +255,10 @@ def _insert_json(table: sa.Table, columns: tuple[str, ...], param: str) -> sa.CT
         .table_valued(*[sa.column(name, unbounded(table.c[name])) for name in columns])
         .render_derived(with_types=True)
     )
-    return (
-        table.insert()
-        .from_select(list(columns), sa.select(*[rows.c[name] for name in columns]))
-        .cte(f"new_{table.name}")
-    )
+    select = sa.select(*[rows.c[name] for name in columns])
+    if only_if is not None:
+        select = select.where(only_if)
+    return table.insert().from_select(list(columns), select).cte(f"new_{table.name}")
 
 
 #: On Postgres, a step's events and tasks are inserted by the run's update itself: one round
@@ -262,6 +275,21 @@ _finished_task = FINISH_AWAITED_TASK.cte("finished_task")
 #: did; a second copy of the outcome finds the task ended already).
 WRITE_STEP_FINISHING = WRITE_STEP.add_cte(_finished_task).returning(
     sa.select(sa.func.count()).select_from(_finished_task).scalar_subquery().label("task_finished")
+)
+
+
+#: The columns a run is inserted with by a start that writes its first step with it.
+STARTED_RUN_COLUMNS = (*NEW_RUN_COLUMNS, "result", "error", "reason")
+_started_run = _run_insert(STARTED_RUN_COLUMNS, "started_run")
+_run_started = sa.exists(sa.select(_started_run.c.run_id))
+#: On Postgres, a run inserted as its first step leaves it, with that step's events (its
+#: ``run_started`` first) and tasks: a start in one statement, needing no transaction around
+#: it. Nothing is written when the run id is taken. Parameters: STARTED_RUN_COLUMNS, and
+#: :func:`step_rows`.
+START_WITH_STEP = (
+    sa.select(_started_run.c.run_id)
+    .add_cte(_insert_json(events, EVENT_COLUMNS, "p_events", only_if=_run_started))
+    .add_cte(_insert_json(tasks, TASK_COLUMNS, "p_tasks", only_if=_run_started))
 )
 
 
@@ -431,6 +459,19 @@ def started_data(run: NewRun) -> str:
     return payloads.encode(data, "run_started")
 
 
+def started_row(run: NewRun, now: float) -> dict[str, Any]:
+    """The row of a new run's ``run_started`` event (the columns of EVENT_COLUMNS)."""
+    return {
+        "run_id": run.run_id,
+        "seq": 1,
+        "type": EventType.RUN_STARTED.value,
+        "command_id": None,
+        "attempt": None,
+        "data": started_data(run),
+        "at": now,
+    }
+
+
 def started_claim(run: NewRun, now: float, lease: Lease) -> Claimed:
     """The claim of a run just inserted with ``lease``, as a claim's read would return it:
     the run as stored, its ``run_started`` event, and no inbox (nobody sees the run before
@@ -443,8 +484,14 @@ def started_claim(run: NewRun, now: float, lease: Lease) -> Claimed:
         continued_to_run_id=None,
         closed_at=None,
     )
-    started = _event(run.run_id, 1, EventType.RUN_STARTED.value, None, None, started_data(run), now)
-    return Claimed(lease=lease, run=run_info(row), history=[started], inbox=[], last_seq=1)
+    started = started_row(run, now)
+    return Claimed(
+        lease=lease,
+        run=run_info(row),
+        history=[_event(*(started[c] for c in EVENT_COLUMNS))],
+        inbox=[],
+        last_seq=1,
+    )
 
 
 def inbox_row(run_id: str, item: InboxItem, data: str, now: float) -> dict[str, Any]:
