@@ -48,7 +48,7 @@ from orchestrator.sql_rows import (
     run_info,
     run_row,
     runs,
-    started_data,
+    started_row,
     step_rows,
     stored_run,
     task_row,
@@ -69,30 +69,34 @@ class StepCommits(DispatcherQueries):
     def _insert_run_x(
         self, conn: Connection, run: NewRun, now: float, lease: Lease | None = None
     ) -> bool:
-        """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. One
-        statement on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`). With ``lease``,
-        the run is inserted already claimed."""
-        values = run_row(run, now, lease)
-        started = started_data(run)
+        """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. With
+        ``lease``, the run is inserted already claimed."""
+        return self._create_run_x(conn, run_row(run, now, lease), [started_row(run, now)])
+
+    def _create_run_x(
+        self,
+        conn: Connection,
+        row: dict[str, Any],
+        event_rows: list[dict[str, Any]],
+        task_rows: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Insert a run's ``row`` (see :func:`~orchestrator.sql_rows.run_row`) with its first
+        events and tasks: ``False``, and nothing written, when its id is taken. One statement
+        on Postgres (:data:`~orchestrator.sql_rows.CREATE_RUN`)."""
         if self.postgres:
-            return conn.execute(CREATE_RUN, {**values, "started": started}).first() is not None
+            params = {**row, **step_rows(event_rows, task_rows or [])}
+            return conn.execute(CREATE_RUN, params).first() is not None
         inserted = conn.execute(
             self._insert(runs)
-            .values(values)
+            .values(row)
             .on_conflict_do_nothing(index_elements=["run_id"])
             .returning(runs.c.run_id)
         ).first()
         if inserted is None:
             return False
-        conn.execute(
-            events.insert().values(
-                run_id=run.run_id,
-                seq=1,
-                type=EventType.RUN_STARTED.value,
-                data=started,
-                at=now,
-            )
-        )
+        conn.execute(events.insert(), event_rows)
+        if task_rows:
+            conn.execute(tasks.insert(), task_rows)
         return True
 
     def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:

@@ -47,7 +47,6 @@ from orchestrator.sql_rows import (
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
     START_TASK,
-    START_WITH_STEP,
     TERMINAL,
     WRITE_RUN,
     claim_params,
@@ -62,7 +61,6 @@ from orchestrator.sql_rows import (
     runs,
     started_claim,
     started_row,
-    step_rows,
     stored_run,
     task_row,
 )
@@ -188,7 +186,8 @@ class SqlJournal(StepCommits):
     ) -> tuple[bool, Claimed | None, Committed | None]:
         now = self._clock()
         lease = Lease(run_id=run.run_id, owner=owner, token=1, expires_at=now + ttl)
-        claimed = started_claim(run, now, lease)
+        row, started = run_row(run, now, lease), started_row(run, now)
+        claimed = started_claim(row, started, lease)
         step = decide
         if self.postgres:
             # Decided before the run is inserted (and dropped if its id is taken), a first
@@ -196,7 +195,7 @@ class SqlJournal(StepCommits):
             batch, at = decide(claimed), self._clock()
             if batch is not None and _fits_start(batch, at):
                 return self._retrying(
-                    lambda conn: self._start_with_step_x(conn, run, claimed, batch, now, at),
+                    lambda conn: self._start_with_step_x(conn, row, started, claimed, batch, at),
                     autocommit=True,
                 )
 
@@ -206,7 +205,7 @@ class SqlJournal(StepCommits):
             step = decided
 
         def body(conn: Connection) -> tuple[bool, Claimed | None, Committed | None]:
-            if not self._insert_run_x(conn, run, now, lease):
+            if not self._create_run_x(conn, row, [started]):
                 return False, None, None
             return True, claimed, self._decided_x(conn, _Held(claimed, unwritten={}), step)
 
@@ -215,22 +214,19 @@ class SqlJournal(StepCommits):
     def _start_with_step_x(
         self,
         conn: Connection,
-        run: NewRun,
+        row: dict[str, Any],
+        started: dict[str, Any],
         claimed: Claimed,
         batch: Batch,
-        created: float,
         at: float,
     ) -> tuple[bool, Claimed | None, Committed | None]:
-        """Insert ``run`` (created at ``created``) as its first step, ``batch`` decided at
-        ``at``, leaves it (see START_WITH_STEP)."""
-        event_rows = [started_row(run, created), *step_events(run.run_id, 1, batch, at)]
+        """Insert the run (``row`` and its ``started`` event) as its first step, ``batch``
+        decided at ``at``, leaves it."""
+        event_rows = [started, *step_events(claimed.run.run_id, 1, batch, at)]
         seq = len(event_rows)
-        params = {
-            **run_row(run, created, claimed.lease),
-            **step_values(batch, RunStatus.SUSPENDED, seq, at, pending=False, release=True),
-            **step_rows(event_rows, [task_row(t, at) for t in batch.tasks]),
-        }
-        if conn.execute(START_WITH_STEP, params).first() is None:
+        values = step_values(batch, RunStatus.SUSPENDED, seq, at, pending=False, release=True)
+        task_rows = [task_row(t, at) for t in batch.tasks]
+        if not self._create_run_x(conn, {**row, **values}, event_rows, task_rows):
             return False, None, None
         return True, claimed, Committed(last_seq=seq, pending_inbox=False, dispatch=[])
 
@@ -466,7 +462,7 @@ class SqlJournal(StepCommits):
 
 def _fits_start(batch: Batch, now: float) -> bool:
     """Whether a first step writes nothing but events, tasks to send now and the run, left
-    waiting (see START_WITH_STEP): no timers, children, continuation, end or later task."""
+    waiting (see CREATE_RUN): no timers, children, continuation, end or later task."""
     return (
         batch.status is RunStatus.SUSPENDED
         and not (batch.timers or batch.children or batch.absorbed)

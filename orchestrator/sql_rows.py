@@ -143,6 +143,9 @@ NEW_RUN_COLUMNS = (
     "version",
     "status",
     "args",
+    "result",
+    "error",
+    "reason",
     "parent_run_id",
     "parent_command_id",
     "parent_close_policy",
@@ -158,35 +161,6 @@ NEW_RUN_COLUMNS = (
 )
 
 
-def _run_insert(columns: tuple[str, ...], name: str) -> sa.CTE:
-    """An INSERT of a run's ``columns`` from the parameters of the same names, returning its
-    id; nothing (no row) when the id is taken."""
-    return (
-        postgresql.insert(runs)
-        .values({column: sa.bindparam(column) for column in columns})
-        .on_conflict_do_nothing(index_elements=["run_id"])
-        .returning(runs.c.run_id)
-        .cte(name)
-    )
-
-
-_new_run = _run_insert(NEW_RUN_COLUMNS, "new_run")
-#: On Postgres, a run and its ``run_started`` event in one statement (no event when the run
-#: id is taken); the parameters are NEW_RUN_COLUMNS and ``started`` (the event's data).
-CREATE_RUN = (
-    events.insert()
-    .from_select(
-        ["run_id", "seq", "type", "data", "at"],
-        sa.select(
-            _new_run.c.run_id,
-            sa.literal(1),
-            sa.literal(EventType.RUN_STARTED.value),
-            sa.bindparam("started", type_=sa.Text),
-            sa.bindparam("created_at", type_=sa.Float),
-        ),
-    )
-    .returning(events.c.run_id)
-)
 LOCK_FOR_COMMIT = (
     sa.select(runs.c.lease_owner, runs.c.lease_token, runs.c.last_seq, runs.c.status)
     .where(runs.c.run_id == _run_param)
@@ -278,18 +252,21 @@ WRITE_STEP_FINISHING = WRITE_STEP.add_cte(_finished_task).returning(
 )
 
 
-#: The columns a run is inserted with by a start that writes its first step with it.
-STARTED_RUN_COLUMNS = (*NEW_RUN_COLUMNS, "result", "error", "reason")
-_started_run = _run_insert(STARTED_RUN_COLUMNS, "started_run")
-_run_started = sa.exists(sa.select(_started_run.c.run_id))
-#: On Postgres, a run inserted as its first step leaves it, with that step's events (its
-#: ``run_started`` first) and tasks: a start in one statement, needing no transaction around
-#: it. Nothing is written when the run id is taken. Parameters: STARTED_RUN_COLUMNS, and
-#: :func:`step_rows`.
-START_WITH_STEP = (
-    sa.select(_started_run.c.run_id)
-    .add_cte(_insert_json(events, EVENT_COLUMNS, "p_events", only_if=_run_started))
-    .add_cte(_insert_json(tasks, TASK_COLUMNS, "p_tasks", only_if=_run_started))
+_new_run = (
+    postgresql.insert(runs)
+    .values({name: sa.bindparam(name) for name in NEW_RUN_COLUMNS})
+    .on_conflict_do_nothing(index_elements=["run_id"])
+    .returning(runs.c.run_id)
+    .cte("new_run")
+)
+_run_created = sa.exists(sa.select(_new_run.c.run_id))
+#: On Postgres, a run with its first events (its ``run_started``, and the step a start takes
+#: with it, if any) and tasks, in one statement that needs no transaction around it; nothing
+#: is written when the run id is taken. Parameters: NEW_RUN_COLUMNS, and :func:`step_rows`.
+CREATE_RUN = (
+    sa.select(_new_run.c.run_id)
+    .add_cte(_insert_json(events, EVENT_COLUMNS, "p_events", only_if=_run_created))
+    .add_cte(_insert_json(tasks, TASK_COLUMNS, "p_tasks", only_if=_run_created))
 )
 
 
@@ -438,6 +415,9 @@ def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, An
         "version": run.version,
         "status": (RunStatus.RUNNING if lease else RunStatus.RUNNABLE).value,
         "args": payloads.encode(run.args, "workflow arguments"),
+        "result": None,
+        "error": None,
+        "reason": None,
         "parent_run_id": run.parent_run_id,
         "parent_command_id": run.parent_command_id,
         "parent_close_policy": run.parent_close_policy,
@@ -453,12 +433,6 @@ def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, An
     }
 
 
-def started_data(run: NewRun) -> str:
-    """The stored data of a new run's ``run_started`` event."""
-    data = {"workflow": run.workflow, "version": run.version, "args": run.args}
-    return payloads.encode(data, "run_started")
-
-
 def started_row(run: NewRun, now: float) -> dict[str, Any]:
     """The row of a new run's ``run_started`` event (the columns of EVENT_COLUMNS)."""
     return {
@@ -467,27 +441,21 @@ def started_row(run: NewRun, now: float) -> dict[str, Any]:
         "type": EventType.RUN_STARTED.value,
         "command_id": None,
         "attempt": None,
-        "data": started_data(run),
+        "data": payloads.encode(
+            {"workflow": run.workflow, "version": run.version, "args": run.args}, "run_started"
+        ),
         "at": now,
     }
 
 
-def started_claim(run: NewRun, now: float, lease: Lease) -> Claimed:
-    """The claim of a run just inserted with ``lease``, as a claim's read would return it:
-    the run as stored, its ``run_started`` event, and no inbox (nobody sees the run before
-    the inserting transaction commits)."""
-    row = SimpleNamespace(
-        **run_row(run, now, lease),
-        result=None,
-        error=None,
-        reason=None,
-        continued_to_run_id=None,
-        closed_at=None,
-    )
-    started = started_row(run, now)
+def started_claim(row: dict[str, Any], started: dict[str, Any], lease: Lease) -> Claimed:
+    """The claim of a run inserted as ``row`` (see :func:`run_row`) with ``lease``, as a
+    claim's read would return it: the run as stored, its ``run_started`` event (``started``,
+    see :func:`started_row`), and no inbox (nobody sees the run before it is inserted)."""
+    run = SimpleNamespace(**row, continued_to_run_id=None, closed_at=None)
     return Claimed(
         lease=lease,
-        run=run_info(row),
+        run=run_info(run),
         history=[_event(*(started[c] for c in EVENT_COLUMNS))],
         inbox=[],
         last_seq=1,
