@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import fanout, idle, journal_step, latency, long_run, report, throughput
-from bench.cluster import ROOT, Cluster
+from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
 
@@ -51,7 +51,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=RESULTS / "latest.json", help="where to write the figures"
     )
-    parser.add_argument("--repeats", type=int, help="repetitions per figure (default 3)")
+    parser.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=CONCURRENCY,
+        help=f"pool processes of the worker, workflows and chains alike (default {CONCURRENCY})",
+    )
+    parser.add_argument("--repeats", type=_positive, help="repetitions per figure (default 3)")
     parser.add_argument(
         "--scale",
         type=float,
@@ -59,6 +65,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="multiply every workload count (to try the harness out; figures are not comparable)",
     )
     return parser.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    """A count of at least one (argparse names the option when this raises)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: list[str]) -> int:
@@ -77,9 +94,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, terminate)
     # Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (``cmd &``).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    env = report.environment()
+    env = report.environment(args.concurrency)
     results: dict[str, Figures] = {}
-    cluster = Cluster(RESULTS)
+    cluster = Cluster(RESULTS, args.concurrency)
     try:
         for names, run in GROUPS:
             chosen = wanted.intersection(names)

@@ -35,7 +35,8 @@ BIN = Path(sys.executable).parent
 APP = "bench.app"
 SERVER = os.environ.get("CONTINUUM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("CONTINUUM_BENCH_BROKER", "redis://127.0.0.1:6379/0")
-CONCURRENCY = 2
+#: Pool processes per worker unless told otherwise: Celery's own default, one per core.
+CONCURRENCY = os.cpu_count() or 1
 #: Seconds after which Postgres has flushed every idle backend's transaction counters
 #: (busy backends flush at most once a second, idle ones within 10 s).
 STATS_SETTLE = 11.0
@@ -98,7 +99,8 @@ class Process:
 class Cluster:
     """A journal database and the processes serving it, for one benchmark run."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, concurrency: int = CONCURRENCY) -> None:
+        self.concurrency = concurrency
         token = uuid.uuid4().hex[:8]
         self.dbname = f"continuum_bench_{token}"
         self.prefix = f"continuum-bench-{token}"
@@ -149,7 +151,7 @@ class Cluster:
                 "-P",
                 "prefork",
                 "-c",
-                str(CONCURRENCY),
+                str(self.concurrency),
                 "-l",
                 "info",
                 "-n",

@@ -15,12 +15,12 @@ from typing import Any
 import psycopg
 import redis
 
-from bench.cluster import BROKER, CONCURRENCY, ROOT, SERVER
+from bench.cluster import BROKER, ROOT, SERVER
 from bench.plan import Sizes
 from bench.stats import Figures
 
 
-def environment() -> dict[str, Any]:
+def environment(concurrency: int) -> dict[str, Any]:
     """Machine, versions and worker settings, for the table's header and the JSON file."""
     with psycopg.connect(SERVER, autocommit=True) as conn:
         row = conn.execute("SHOW server_version").fetchone()
@@ -48,7 +48,7 @@ def environment() -> dict[str, Any]:
             "redis": redis_version,
             "continuum": f"{metadata.version('continuum-orchestrator')} ({_git_revision()})",
         },
-        "worker": f"prefork -c {CONCURRENCY}, prefetch 1, acks_late, JSON, Redis broker+results",
+        "worker": f"prefork -c {concurrency}, prefetch 1, acks_late, JSON, Redis broker+results",
     }
 
 
