@@ -25,7 +25,14 @@ from orchestrator.client import check_run_id
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigurationError, PayloadError, describe_exception
 from orchestrator.events import EventType
-from orchestrator.journal import InboxItem, OutboxTask, RunRef, outcome_key, task_id_for
+from orchestrator.journal import (
+    InboxItem,
+    OutboxTask,
+    RunRef,
+    TaskStart,
+    outcome_key,
+    task_id_for,
+)
 
 if TYPE_CHECKING:
     from orchestrator.facade import Orchestrator
@@ -155,15 +162,23 @@ def install(app: Celery, orc: Orchestrator) -> None:
         """Runs in the worker just before an activity's body: the attempt's start is
         recorded (its start-to-close deadline begins) and a copy of an attempt that already
         started, ended or is no longer awaited is skipped. A copy exists when the dispatcher
-        re-published a message it took for lost that was only slow; the start is recorded
+        re-published a message it took for lost that was only slow, or when the broker
+        redelivers one whose worker died before acknowledging it (acks_late): that worker may
+        have died in the body, so a redelivered copy of a started attempt runs, but one of an
+        ended attempt does not, its outcome being journaled already. The start is recorded
         before the body runs so a worker killed at any point leaves a deadline behind."""
         meta = mine(task)
-        if meta is None or orc.journal.mark_started(meta["task_id"]):
+        if meta is None:
+            return
+        start = orc.journal.mark_started(meta["task_id"])
+        if start is TaskStart.STARTED:
             return
         request = task.request
-        if request.retries or (request.delivery_info or {}).get("redelivered"):
+        if start is TaskStart.RUNNING and (
+            request.retries or (request.delivery_info or {}).get("redelivered")
+        ):
             return  # the task's own Celery retry, or its broker's redelivery (acks_late)
-        log.info("task %s skipped: its attempt started already or is not awaited", request.id)
+        log.info("task %s skipped: its attempt is %s", request.id, start.value)
         raise Ignore()
 
     def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:

@@ -21,11 +21,25 @@ that no worker started within ``republish_after``.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from orchestrator.events import Event, EventType, NewEvent, RunInfo, RunStatus
+
+
+class TaskStart(enum.Enum):
+    """What :meth:`Journal.mark_started` found, and so whether a copy of a task runs."""
+
+    #: This call started the attempt: run it.
+    STARTED = "started"
+    #: Started before and not ended: a copy. Run it only as a redelivery of the message (the
+    #: worker that took it first died) or as the task's own Celery retry.
+    RUNNING = "running"
+    #: Ended (its outcome journaled, timed out, no longer awaited) or unknown: nothing would
+    #: take its outcome, so it does not run.
+    ENDED = "ended"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -393,10 +407,9 @@ class Journal(Protocol):
         """
         ...
 
-    def mark_started(self, task_id: str) -> bool:
+    def mark_started(self, task_id: str) -> TaskStart:
         """Record that a worker is about to run the task (its start-to-close deadline starts
-        now): a CAS, so one copy of an attempt runs. ``False`` when the task is unknown,
-        finished, or already started.
+        now): a CAS, so one copy of an attempt runs. Anything but ``STARTED`` writes nothing.
         """
         ...
 

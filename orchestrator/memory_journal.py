@@ -26,6 +26,7 @@ from orchestrator.journal import (
     NewRun,
     OutboxTask,
     RunRef,
+    TaskStart,
     cancel_item,
     child_outcome_item,
     collect_dispatch,
@@ -387,15 +388,17 @@ class InMemoryJournal:
             run.dispatched_at = now
         return Delivery(accepted=True, dispatch=run.ref() if dispatch else None)
 
-    def mark_started(self, task_id: str) -> bool:
+    def mark_started(self, task_id: str) -> TaskStart:
         with self._lock:
             task = self._tasks.get(task_id)
-            if task is None or task.finished or task.started_at is not None:
-                return False
+            if task is None or task.finished:
+                return TaskStart.ENDED
+            if task.started_at is not None:
+                return TaskStart.RUNNING
             task.started_at = now = self._clock()
             timeout = task.spec.timeout_seconds
             task.deadline_at = None if timeout is None else now + timeout
-            return True
+            return TaskStart.STARTED
 
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:

@@ -35,6 +35,7 @@ from orchestrator.journal import (
     Lease,
     NewRun,
     RunRef,
+    TaskStart,
 )
 from orchestrator.sql_commit import NotAwaited, StepCommits, step_events, step_values
 from orchestrator.sql_rows import (
@@ -47,6 +48,7 @@ from orchestrator.sql_rows import (
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
     START_TASK,
+    TASK_FINISHED,
     TERMINAL,
     WRITE_RUN,
     claim_params,
@@ -452,12 +454,16 @@ class SqlJournal(StepCommits):
         inserted = conn.execute(self._insert_inbox, values).first()
         return None if inserted is None else int(inserted.id)
 
-    def mark_started(self, task_id: str) -> bool:
+    def mark_started(self, task_id: str) -> TaskStart:
         return self._retrying(lambda conn: self._mark_started_x(conn, task_id), autocommit=True)
 
-    def _mark_started_x(self, conn: Connection, task_id: str) -> bool:
+    def _mark_started_x(self, conn: Connection, task_id: str) -> TaskStart:
         params = {"p_task_id": task_id, "p_now": self._clock()}
-        return conn.execute(START_TASK, params).first() is not None
+        if conn.execute(START_TASK, params).first() is not None:
+            return TaskStart.STARTED
+        # A copy (rare): a second statement tells a running attempt from an ended one.
+        finished = conn.execute(TASK_FINISHED, params).scalar()
+        return TaskStart.ENDED if finished is None or finished else TaskStart.RUNNING
 
 
 def _fits_start(batch: Batch, now: float) -> bool:

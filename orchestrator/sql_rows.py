@@ -181,6 +181,7 @@ START_TASK = (
     )
     .returning(tasks.c.task_id)
 )
+TASK_FINISHED = sa.select(tasks.c.finished).where(tasks.c.task_id == _task_param)
 #: The values (SET columns) of WRITE_RUN, UPDATE_RUN, WRITE_STEP, WRITE_STEP_FINISHING and
 #: ABSORB come from each call's parameters.
 WRITE_RUN = runs.update().where(runs.c.run_id == _run_param)

@@ -33,6 +33,7 @@ from orchestrator.journal import (
     Batch,
     NewRun,
     RunRef,
+    TaskStart,
     Timer,
     task_id_for,
 )
@@ -147,7 +148,7 @@ def test_the_late_outcome_of_a_timed_out_attempt_is_not_journaled(
         journal.create_run(NewRun(run_id="r1", workflow="charging", version="1", args=[]))
         driver.advance("r1")
         assert [t.task_id for t in publisher.take()[0]] == [first]
-        assert journal.mark_started(first)
+        assert journal.mark_started(first) is TaskStart.STARTED
 
         clock.advance(6)  # attempt 1 outlives its start-to-close timeout
         assert journal.expire_tasks() == [RunRef(run_id="r1", workflow="charging", version="1")]
@@ -158,7 +159,7 @@ def test_the_late_outcome_of_a_timed_out_attempt_is_not_journaled(
         late = completed(1, "late")
         assert not journal.deliver("r1", late, task_id=first).accepted
         assert not journal.deliver("r1", late).accepted
-        assert journal.mark_started(second)
+        assert journal.mark_started(second) is TaskStart.STARTED
         on_time = completed(1, "ch_2", attempt=2)
         assert journal.deliver("r1", on_time, task_id=second).accepted
         driver.advance("r1")

@@ -28,6 +28,7 @@ from orchestrator.journal import (
     Lease,
     OutboxTask,
     RunRef,
+    TaskStart,
     Timer,
     cancel_item,
     outcome_key,
@@ -404,7 +405,7 @@ def test_commit_with_a_terminal_status_drops_inbox_timers_and_tasks(
         tasks=[pending, running],
         timers=[Timer(run_id="r1", command_id=3, fire_at=clock() + 5)],
     )
-    assert journal.mark_started(running.task_id)
+    assert journal.mark_started(running.task_id) is TaskStart.STARTED
     journal.deliver("r1", signal("s1"))
     claimed = claim(journal)
     clock.advance(1)
@@ -431,7 +432,7 @@ def test_commit_with_a_terminal_status_drops_inbox_timers_and_tasks(
     assert journal.fire_due_timers() == []
     assert journal.expire_tasks() == []
     assert journal.take_unpublished(republish_after=1) == []
-    assert not journal.mark_started(pending.task_id)
+    assert journal.mark_started(pending.task_id) is TaskStart.ENDED
     assert journal.take_runnable(redispatch_after=0) == []
     assert journal.claim("r1", "w1", 60) is None
     assert journal.deliver("r1", signal("s2")) == Delivery(accepted=False)
@@ -798,7 +799,7 @@ def test_deliver_with_a_task_id_finishes_the_task(journal: Journal, clock: FakeC
 
     assert journal.deliver("r1", outcome, task_id=charge.task_id).dispatch == ref("r1")
 
-    assert not journal.mark_started(charge.task_id)
+    assert journal.mark_started(charge.task_id) is TaskStart.ENDED
     clock.advance(3600)
     assert journal.take_unpublished(republish_after=60) == []
     assert journal.expire_tasks() == []
@@ -823,9 +824,11 @@ def test_an_outcome_for_an_attempt_the_run_is_not_waiting_for_is_refused(
 def test_mark_started_once_per_unfinished_task(journal: Journal) -> None:
     create(journal)
     suspend(journal, tasks=[task()])
-    assert not journal.mark_started("unknown")
-    assert journal.mark_started(task().task_id)
-    assert not journal.mark_started(task().task_id)
+    assert journal.mark_started("unknown") is TaskStart.ENDED
+    assert journal.mark_started(task().task_id) is TaskStart.STARTED
+    assert journal.mark_started(task().task_id) is TaskStart.RUNNING
+    assert journal.deliver("r1", completed(1, "ch_1"), task_id=task().task_id).accepted
+    assert journal.mark_started(task().task_id) is TaskStart.ENDED
 
 
 # -- timers and timeouts -------------------------------------------------------------------
@@ -883,7 +886,7 @@ def test_a_started_activity_past_its_deadline_times_out_once(
         task(command_id=2, timeout_seconds=1),
     )
     suspend(journal, tasks=[charge, never_started])
-    assert journal.mark_started(charge.task_id)
+    assert journal.mark_started(charge.task_id) is TaskStart.STARTED
 
     clock.advance(9)
     assert journal.expire_tasks() == []
@@ -903,7 +906,7 @@ def test_a_started_activity_past_its_deadline_times_out_once(
     assert item.data["error"]["traceback"] is None
     late = InboxItem(dedupe_key=outcome_key(1, 1), type=EventType.ACTIVITY_COMPLETED, attempt=1)
     assert not journal.deliver("r1", late, task_id=charge.task_id).accepted
-    assert not journal.mark_started(charge.task_id)
+    assert journal.mark_started(charge.task_id) is TaskStart.ENDED
 
 
 def test_an_expired_task_is_finished_even_when_its_outcome_was_already_journaled(
@@ -912,7 +915,8 @@ def test_an_expired_task_is_finished_even_when_its_outcome_was_already_journaled
     create(journal)
     answered, silent = task(command_id=1, timeout_seconds=5), task(command_id=2, timeout_seconds=9)
     suspend(journal, tasks=[answered, silent])
-    assert journal.mark_started(answered.task_id) and journal.mark_started(silent.task_id)
+    assert journal.mark_started(answered.task_id) is TaskStart.STARTED
+    assert journal.mark_started(silent.task_id) is TaskStart.STARTED
     outcome = InboxItem(dedupe_key=outcome_key(1, 1), type=EventType.ACTIVITY_FAILED, attempt=1)
     assert journal.deliver("r1", outcome).accepted  # without its task id: the task stays open
     clock.advance(10)
@@ -931,7 +935,7 @@ def test_a_compensation_past_its_deadline_fails_with_a_timeout(
     create(journal)
     refund = task(command_id=5, kind="compensation", timeout_seconds=3, target_activity_id=1)
     suspend(journal, tasks=[refund])
-    assert journal.mark_started(refund.task_id)
+    assert journal.mark_started(refund.task_id) is TaskStart.STARTED
     clock.advance(3)
 
     assert journal.expire_tasks() == [ref("r1")]
@@ -948,7 +952,7 @@ def test_take_unpublished_republishes_tasks_not_started_in_time(
     create(journal)
     lost, started = task(command_id=1), task(command_id=2)
     suspend(journal, tasks=[lost, started])
-    assert journal.mark_started(started.task_id)
+    assert journal.mark_started(started.task_id) is TaskStart.STARTED
 
     clock.advance(59)
     assert journal.take_unpublished(republish_after=60) == []

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from orchestrator import EventType, RunStatus, WorkflowFailed, schema
-from tests.integration.cluster import Cluster, wait_for
+from tests.integration.cluster import BROKER, Cluster, wait_for
 from tests.invariants import check_history
 
 
@@ -129,6 +131,44 @@ def test_worker_killed_mid_activity_is_retried_after_timeout(cluster: Cluster) -
         (EventType.ACTIVITY_COMPLETED, 2),
     ]
     assert cluster.executions(key) == 2
+
+
+def unacknowledged(cluster: Cluster, task_id: str) -> str | None:
+    """The delivery tag of the task's message if a worker took it and has not acknowledged it."""
+    broker = redis.Redis.from_url(BROKER)
+    try:
+        for tag, entry in broker.hgetall("unacked").items():
+            if json.loads(entry)[0]["headers"]["id"] == task_id:
+                return str(tag.decode())
+    finally:
+        broker.close()
+    return None
+
+
+def test_a_redelivered_copy_of_an_ended_attempt_does_not_run(cluster: Cluster) -> None:
+    # The worker journals the outcome, then dies before acknowledging the message (acks_late).
+    cluster.kill(cluster.workers["w1"], signal.SIGTERM)
+    cluster.start_worker("w1", CONTINUUM_FAULTS="driver.after_commit=sleep:60")
+    key = f"late-{uuid.uuid4().hex[:6]}"
+    handle = cluster.orc.start("acking_late", key)
+    task_id = f"{handle.run_id}:1:1"
+    try:
+        assert handle.result(timeout=30) == f"{key} done"
+        tag = wait_for(lambda: unacknowledged(cluster, task_id), 10, "the message held unacked")
+    finally:
+        cluster.kill(cluster.workers["w1"], signal.SIGKILL)
+    history = cluster.orc.history(handle.run_id)
+    # What the broker does once the visibility timeout has passed: the message goes back to
+    # its queue, marked redelivered.
+    with cluster.module.app.connection_for_write() as conn:
+        conn.default_channel.qos.restore_by_tag(tag, leftmost=True)
+    cluster.start_worker("w1")
+    wait_for(lambda: unacknowledged(cluster, task_id) is None, 30, "the copy to be consumed")
+    queue = f"{cluster.name}-default"
+    wait_for(lambda: redis.Redis.from_url(BROKER).llen(queue) == 0, 30, "the queue to drain")
+    assert cluster.executions(key) == 1
+    assert cluster.orc.history(handle.run_id) == history
+    assert b"skipped: its attempt is ended" in (cluster.workdir / "w1.log").read_bytes()
 
 
 def test_dispatcher_killed_and_restarted_mid_run(cluster: Cluster) -> None:

@@ -75,6 +75,13 @@ def slow(key: str, seconds: float) -> str:
     return f"{key} done"
 
 
+@app.task(acks_late=True)
+def acked_late(key: str) -> str:
+    """Acknowledged after it ran, as the reference deployment's tasks are."""
+    record(key)
+    return f"{key} done"
+
+
 @app.task
 def unserialisable() -> Any:
     return object()
@@ -104,6 +111,11 @@ async def sleeper(ctx: WorkflowContext, seconds: float) -> float:
     before = ctx.now()
     await ctx.sleep(seconds)
     return (ctx.now() - before).total_seconds()
+
+
+@orc.workflow(name="acking_late")
+async def acking_late(ctx: WorkflowContext, key: str) -> str:
+    return await ctx.activity(acked_late, key)
 
 
 @orc.workflow(name="killable")

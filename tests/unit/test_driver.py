@@ -19,6 +19,7 @@ from orchestrator.journal import (
     InboxItem,
     Lease,
     NewRun,
+    TaskStart,
     outcome_key,
     task_id_for,
 )
@@ -124,7 +125,7 @@ def run_to_end(journal: InMemoryJournal, driver: Driver) -> None:
     for command_id in (1, 2, 3):
         value *= 2
         task_id = task_id_for("r1", command_id, 1)
-        assert journal.mark_started(task_id)
+        assert journal.mark_started(task_id) is TaskStart.STARTED
         driver.deliver("r1", outcome(command_id, value), task_id=task_id)
 
 
