@@ -14,6 +14,10 @@ suit a local Postgres and Redis; nothing secret lives here. The non-default sett
   mid-task leaves it to be redelivered instead of losing it (activities are at-least-once).
 - ``worker_send_task_events`` / ``task_send_sent_event``: task events, so Flower shows
   activities and replays as they are sent, started and finished.
+- ``worker_cancel_long_running_tasks_on_connection_loss = False``: an activity that is
+  running when the broker connection drops finishes, and its outcome reaches the journal
+  (Postgres, not the broker); a copy the broker redelivers later, if any, is skipped, its attempt
+  having ended. Said explicitly because Celery warns of a future default that cancels them.
 - ``broker_connection_retry_on_startup = True``: keep retrying while the broker is still
   starting (containers come up in any order) and silence Celery 5's deprecation warning.
 """
@@ -38,5 +42,7 @@ task_acks_late = True
 
 worker_send_task_events = True
 task_send_sent_event = True
+
+worker_cancel_long_running_tasks_on_connection_loss = False
 
 broker_connection_retry_on_startup = True
