@@ -16,8 +16,9 @@ suit a local Postgres and Redis; nothing secret lives here. The non-default sett
   activities and replays as they are sent, started and finished.
 - ``worker_cancel_long_running_tasks_on_connection_loss = False``: an activity that is
   running when the broker connection drops finishes, and its outcome reaches the journal
-  (Postgres, not the broker); a copy the broker redelivers later, if any, is skipped, its attempt
-  having ended. Said explicitly because Celery warns of a future default that cancels them.
+  (Postgres, not the broker); a copy the broker redelivers after that is skipped, the
+  attempt having ended. Said explicitly because Celery warns of a future default that
+  cancels them.
 - ``broker_connection_retry_on_startup = True``: keep retrying while the broker is still
   starting (containers come up in any order) and silence Celery 5's deprecation warning.
 """
