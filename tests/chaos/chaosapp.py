@@ -68,6 +68,9 @@ def configure(app: Celery, prefix: str) -> None:
         accept_content=["json"],
         task_default_queue=f"{prefix}-default",
         worker_prefetch_multiplier=1,
+        # As the reference deployment (celeryconfig.py): a killed worker's messages stay in
+        # Redis' unacknowledged set and are redelivered, so the redelivery paths are under fault.
+        task_acks_late=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
