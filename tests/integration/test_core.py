@@ -139,7 +139,7 @@ def unacknowledged(cluster: Cluster, task_id: str) -> str | None:
     try:
         for tag, entry in broker.hgetall("unacked").items():
             if json.loads(entry)[0]["headers"]["id"] == task_id:
-                return str(tag.decode())
+                return tag.decode()
     finally:
         broker.close()
     return None
