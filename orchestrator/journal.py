@@ -114,6 +114,10 @@ class OutboxTask:
     available_at: float = 0.0
     timeout_seconds: float | None = None
     target_activity_id: int | None = None
+    #: Published before and taken for lost by the dispatcher: an older message of the same
+    #: attempt may still be queued, so the worker that takes this one records its start
+    #: before running it.
+    resent: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -430,7 +434,7 @@ class Journal(Protocol):
         """Unfinished outbox tasks to (re)publish, marking them published now: delayed ones
         (retry backoff) that became due, and published ones not started within
         ``republish_after`` seconds (their message was lost, or the publisher crashed after the
-        commit). Rows locked by another dispatcher are skipped.
+        commit), these ``resent``. Rows locked by another dispatcher are skipped.
         """
         ...
 

@@ -453,9 +453,11 @@ class InMemoryJournal:
                 return t.started_at is None and t.published_at <= now - republish_after
 
             taken = sorted(filter(due, self._tasks.values()), key=lambda t: t.spec.available_at)
+            out = []
             for task in taken[:limit]:
+                out.append(replace(task.read(), resent=task.published_at is not None))
                 task.published_at = now
-            return [task.read() for task in taken[:limit]]
+            return out
 
     def take_runnable(
         self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None

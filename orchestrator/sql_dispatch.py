@@ -119,7 +119,7 @@ class DispatcherQueries(SqlConnection):
                     .where(tasks.c.task_id.in_([r.task_id for r in rows]))
                     .values(published_at=now)
                 )
-        return [outbox_task(r) for r in rows]
+        return [outbox_task(r, resent=r.published_at is not None) for r in rows]
 
     def take_runnable(
         self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None

@@ -497,7 +497,7 @@ def task_row(task: OutboxTask, now: float) -> dict[str, Any]:
     }
 
 
-def outbox_task(row: Row[Any]) -> OutboxTask:
+def outbox_task(row: Row[Any], *, resent: bool = False) -> OutboxTask:
     return OutboxTask(
         task_id=row.task_id,
         run_id=row.run_id,
@@ -511,4 +511,5 @@ def outbox_task(row: Row[Any]) -> OutboxTask:
         available_at=row.available_at,
         timeout_seconds=row.timeout_seconds,
         target_activity_id=row.target_activity_id,
+        resent=resent,
     )

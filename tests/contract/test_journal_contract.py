@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -957,10 +958,11 @@ def test_take_unpublished_republishes_tasks_not_started_in_time(
     clock.advance(59)
     assert journal.take_unpublished(republish_after=60) == []
     clock.advance(1)
-    assert journal.take_unpublished(republish_after=60) == [lost]
+    # A copy of a message taken for lost: the original may still be queued.
+    assert journal.take_unpublished(republish_after=60) == [replace(lost, resent=True)]
     assert journal.take_unpublished(republish_after=60) == []
     clock.advance(60)
-    assert journal.take_unpublished(republish_after=60) == [lost]
+    assert journal.take_unpublished(republish_after=60) == [replace(lost, resent=True)]
 
 
 def test_take_unpublished_publishes_delayed_tasks_when_due_up_to_the_limit(
