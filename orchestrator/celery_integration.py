@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, bootsteps
 from celery.exceptions import Ignore
-from celery.signals import task_failure, task_success
+from celery.signals import task_failure, task_postrun, task_success
 
 from orchestrator import faults, payloads
 from orchestrator.client import check_run_id
@@ -44,6 +45,7 @@ HEADER_RUN = "continuum_run_id"
 HEADER_COMMAND = "continuum_command_id"
 HEADER_ATTEMPT = "continuum_attempt"
 HEADER_KIND = "continuum_kind"
+HEADER_MARK_BY = "continuum_mark_by"
 
 _PICKLE = {"pickle", "application/x-python-serialize"}
 
@@ -70,23 +72,30 @@ class CeleryPublisher:
     def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
         """Send activity and compensation tasks. Their results are not stored in the
         result backend: the journal keeps each outcome, and a second copy would cost a
-        write per attempt (and, in a client, a subscription to a result nobody awaits)."""
+        write per attempt (and, in a client, a subscription to a result nobody awaits).
+
+        The first message of an attempt with no timeout carries ``mark_by``, until when no
+        other copy of it can exist (see :mod:`orchestrator.start_marks`)."""
+        mark_by = time.time() + self.settings.republish_after / 2
         with self.app.producer_or_acquire() as producer:
             for task in tasks:
                 options: dict[str, Any] = {}
                 if task.queue:
                     options["queue"] = task.queue
+                headers: dict[str, Any] = {
+                    HEADER_RUN: task.run_id,
+                    HEADER_COMMAND: task.command_id,
+                    HEADER_ATTEMPT: task.attempt,
+                    HEADER_KIND: task.kind,
+                }
+                if not task.resent and task.timeout_seconds is None:
+                    headers[HEADER_MARK_BY] = mark_by
                 self.app.send_task(
                     task.task_name,
                     args=task.args,
                     kwargs=task.kwargs,
                     task_id=task.task_id,
-                    headers={
-                        HEADER_RUN: task.run_id,
-                        HEADER_COMMAND: task.command_id,
-                        HEADER_ATTEMPT: task.attempt,
-                        HEADER_KIND: task.kind,
-                    },
+                    headers=headers,
                     serializer="json",
                     ignore_result=True,
                     producer=producer,
@@ -138,7 +147,8 @@ def install(app: Celery, orc: Orchestrator) -> None:
             headers = request.headers
         else:
             headers = {
-                h: getattr(request, h, None) for h in (HEADER_COMMAND, HEADER_ATTEMPT, HEADER_KIND)
+                h: getattr(request, h, None)
+                for h in (HEADER_COMMAND, HEADER_ATTEMPT, HEADER_KIND, HEADER_MARK_BY)
             }
         try:
             meta = {
@@ -151,6 +161,8 @@ def install(app: Celery, orc: Orchestrator) -> None:
         except (KeyError, TypeError, ValueError):
             log.warning("task %s carries malformed orchestrator headers; ignored", request.id)
             return None
+        mark_by = headers.get(HEADER_MARK_BY)
+        meta["mark_by"] = float(mark_by) if isinstance(mark_by, (int, float)) else None
         if request.id != task_id_for(meta["run_id"], meta["command_id"], meta["attempt"]):
             log.warning(
                 "task %s: its id does not match its orchestrator headers; ignored", request.id
@@ -165,18 +177,19 @@ def install(app: Celery, orc: Orchestrator) -> None:
         re-published a message it took for lost that was only slow, or when the broker
         redelivers one whose worker died before acknowledging it (acks_late): that worker may
         have died in the body, so a redelivered copy of a started attempt runs, but one of an
-        ended attempt does not, its outcome being journaled already. The start is recorded
-        before the body runs so a worker killed at any point leaves a deadline behind."""
+        ended attempt does not, its outcome being journaled already. The first message of an
+        attempt, taken early, has its start recorded late (:mod:`orchestrator.start_marks`)."""
         meta = mine(task)
         if meta is None:
+            return
+        request = task.request
+        again = request.retries or (request.delivery_info or {}).get("redelivered")
+        if not again and orc.start_marks.defer(meta["task_id"], meta["mark_by"]):
             return
         start = orc.journal.mark_started(meta["task_id"])
         if start is TaskStart.STARTED:
             return
-        request = task.request
-        if start is TaskStart.RUNNING and (
-            request.retries or (request.delivery_info or {}).get("redelivered")
-        ):
+        if start is TaskStart.RUNNING and again:
             return  # the task's own Celery retry, or its broker's redelivery (acks_late)
         log.info("task %s skipped: its attempt is %s", request.id, start.value)
         raise Ignore()
@@ -205,8 +218,14 @@ def install(app: Celery, orc: Orchestrator) -> None:
         tb = getattr(einfo, "traceback", None) or "".join(traceback.format_exception(exception))
         deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exception, tb)})
 
+    def on_postrun(sender: Any = None, **_: Any) -> None:
+        meta = mine(sender)
+        if meta is not None:
+            orc.start_marks.settle(meta["task_id"])
+
     task_success.connect(on_success, weak=False)
     task_failure.connect(on_failure, weak=False)
+    task_postrun.connect(on_postrun, weak=False)
     app.steps["worker"].add(_bootstep(orc, before_start))
 
 

@@ -36,6 +36,12 @@ class Settings:
     redispatch_after: float = 30.0
     #: Seconds before the dispatcher re-publishes an activity no worker has started.
     republish_after: float = 60.0
+    #: Seconds an activity's body runs before the worker records its start (its
+    #: start-to-close deadline still counts from the body's start). A body that ends sooner
+    #: costs the journal one commit, its outcome's. Only the first message of an attempt,
+    #: taken well before the dispatcher could re-publish it, waits; 0 records every start
+    #: before the body runs.
+    mark_start_after: float = 1.0
     #: Longest the dispatcher sleeps between passes (it also wakes on notifications).
     poll_interval: float = 1.0
     #: Largest JSON payload (arguments, results, signals) accepted, in bytes.
@@ -71,6 +77,11 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"orchestrator_{name} must be a positive number, not {value!r}")
+        if not isinstance(self.mark_start_after, (int, float)) or self.mark_start_after < 0:
+            raise ValueError(
+                "orchestrator_mark_start_after must be a number of seconds, 0 or more, not "
+                f"{self.mark_start_after!r}"
+            )
         if not isinstance(self.eager_start, bool):
             raise TypeError(
                 f"orchestrator_eager_start must be True or False, not {self.eager_start!r}"

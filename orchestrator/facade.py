@@ -20,6 +20,7 @@ from orchestrator.driver import Driver
 from orchestrator.events import Event, RunInfo
 from orchestrator.journal import Journal
 from orchestrator.registry import Registry
+from orchestrator.start_marks import LateStartMarks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,6 +81,11 @@ class Orchestrator:
     def publisher(self) -> celery_integration.CeleryPublisher:
         """Publishes activity tasks and replays on the app's broker."""
         return celery_integration.CeleryPublisher(self.app, self.settings)
+
+    @cached_property
+    def start_marks(self) -> LateStartMarks:
+        """Activity start marks this process owes (see :mod:`~orchestrator.start_marks`)."""
+        return LateStartMarks(self.journal, self.settings.mark_start_after)
 
     @cached_property
     def driver(self) -> Driver:

@@ -111,24 +111,55 @@ def test_start_is_idempotent(cluster: Cluster) -> None:
     assert sum(e.type is EventType.ACTIVITY_SCHEDULED for e in history) == 3
 
 
+def first_activity(
+    cluster: Cluster, run_id: str, result: str
+) -> list[tuple[EventType, int | None]]:
+    """Once the run returned ``result``: the events and attempts of its first activity."""
+    assert cluster.orc.result(run_id, timeout=60) == result
+    history = cluster.orc.history(run_id)
+    check_history(history)
+    return [(e.type, e.attempt) for e in history if e.command_id == 1]
+
+
 def test_worker_killed_mid_activity_is_retried_after_timeout(cluster: Cluster) -> None:
     key = f"slow-{uuid.uuid4().hex[:6]}"
     handle = cluster.orc.start("killable", key, 3.0)
     wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
-    # Starts are journaled in batches; kill once this one is (so its deadline runs).
+    # The start of an activity with a timeout is recorded before its body runs.
     task_id = f"{handle.run_id}:1:1"
     wait_for(lambda: started(cluster, task_id), 10, "the start to be journaled")
     cluster.kill(cluster.workers["w1"], signal.SIGKILL)
     cluster.start_worker("w1")
-    assert handle.result(timeout=60) == f"{key} done"
-    history = cluster.orc.history(handle.run_id)
-    check_history(history)
-    outcomes = [(e.type, e.attempt) for e in history if e.command_id == 1]
-    assert outcomes == [
+    assert first_activity(cluster, handle.run_id, f"{key} done") == [
         (EventType.ACTIVITY_SCHEDULED, 1),
         (EventType.ACTIVITY_TIMED_OUT, 1),
         (EventType.ACTIVITY_SCHEDULED, 2),
         (EventType.ACTIVITY_COMPLETED, 2),
+    ]
+    assert cluster.executions(key) == 2
+
+
+def test_a_worker_killed_before_recording_the_start_leaves_the_attempt_republished(
+    cluster: Cluster,
+) -> None:
+    # The start of an activity with no timeout is recorded late: with this long delay, when
+    # the dispatcher's re-publish window is half gone (5 s here).
+    cluster.kill(cluster.workers["w1"], signal.SIGTERM)
+    cluster.start_worker("w1", CONTINUUM_TEST_MARK_START_AFTER="60")
+    key = f"slow-{uuid.uuid4().hex[:6]}"
+    try:
+        handle = cluster.orc.start("unbounded", key, 3.0)
+        wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
+        assert not started(cluster, f"{handle.run_id}:1:1")
+        cluster.kill(cluster.workers["w1"], signal.SIGKILL)
+    finally:
+        cluster.kill(cluster.workers["w1"], signal.SIGKILL)
+        cluster.start_worker("w1")
+    # Nothing says the attempt started: the dispatcher takes its message for lost and
+    # publishes it again, and the same attempt runs to the end.
+    assert first_activity(cluster, handle.run_id, f"{key} done") == [
+        (EventType.ACTIVITY_SCHEDULED, 1),
+        (EventType.ACTIVITY_COMPLETED, 1),
     ]
     assert cluster.executions(key) == 2
 

@@ -36,6 +36,7 @@ orc = Orchestrator(
     lease_ttl=10,
     redispatch_after=2,
     republish_after=10,
+    mark_start_after=float(os.environ.get("CONTINUUM_TEST_MARK_START_AFTER", 1.0)),
     heartbeat_interval=1,
     node_ttl=3,
 )
@@ -123,6 +124,11 @@ async def killable(ctx: WorkflowContext, key: str, seconds: float) -> str:
     policy = RetryPolicy(max_attempts=3, initial_interval=0.1)
     first = await ctx.activity(slow, key, seconds, timeout=seconds + 2.0, retry=policy)
     return first
+
+
+@orc.workflow(name="unbounded")
+async def unbounded(ctx: WorkflowContext, key: str, seconds: float) -> str:
+    return await ctx.activity(slow, key, seconds)  # no timeout
 
 
 @orc.workflow(name="changing")

@@ -2,22 +2,55 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from celery import Celery
 
-from orchestrator.celery_integration import CeleryPublisher
+from orchestrator.celery_integration import HEADER_MARK_BY, CeleryPublisher
 from orchestrator.config import Settings
+from orchestrator.journal import OutboxTask
 from tests.builders import task
 
 
-def test_an_activity_is_sent_under_its_own_name_and_its_result_is_left_to_the_journal() -> None:
+def published(settings: Settings, *tasks: OutboxTask) -> list[Any]:
+    """The messages ``tasks`` become on the broker, in order."""
     app = Celery("published", broker="memory://", backend="cache+memory://")
     app.conf.task_default_queue = "activities"
-    CeleryPublisher(app, Settings()).publish_tasks([task("r1", 2, 3)])
+    CeleryPublisher(app, settings).publish_tasks(tasks)
+    messages = []
     with app.connection_for_read() as conn, conn.SimpleQueue("activities") as queue:
-        message = queue.get(timeout=5)
-        message.ack()
+        for _ in tasks:
+            message = queue.get(timeout=5)
+            message.ack()
+            messages.append(message)
+    return messages
+
+
+def test_an_activity_is_sent_under_its_own_name_and_its_result_is_left_to_the_journal() -> None:
+    [message] = published(Settings(), task("r1", 2, 3))
     headers = message.headers
     assert (headers["task"], headers["id"]) == ("shop.charge", "r1:2:3")
     assert message.payload[0] == ["order-1", 100]
     # The journal keeps the outcome: the worker stores no copy in the result backend.
     assert headers["ignore_result"] is True
+
+
+def test_only_an_attempts_first_message_without_a_timeout_may_start_unrecorded() -> None:
+    before = time.time()
+    first, timed, resent = (
+        m.headers
+        for m in published(
+            Settings(republish_after=60),
+            task("r1", 1, 1),
+            task("r1", 2, 1, timeout_seconds=5),
+            task("r1", 3, 1, resent=True),
+        )
+    )
+    after = time.time()
+    # Half the dispatcher's wait before it re-publishes.
+    assert before + 30 <= first[HEADER_MARK_BY] <= after + 30
+    # A timeout starts with the start: a killed worker leaves a timeout and a retry behind.
+    assert HEADER_MARK_BY not in timed
+    # A copy: the original may still be queued, so the start is recorded before the body.
+    assert HEADER_MARK_BY not in resent
