@@ -1,7 +1,8 @@
 """``step``: what Continuum itself adds to one activity step, timed in this process.
 
 Celery, the broker and the pool cost the same for any task; what an activity step adds is
-the attempt's start (``Journal.mark_started``) and the outcome's transaction
+at most the attempt's start (``Journal.mark_started``: before the body for an activity with a
+timeout or a re-sent copy, late or never for the others) and the outcome's transaction
 (``Driver.deliver``: deliver, claim, replay from the cached state, commit). This scenario
 runs exactly those calls, in the order a worker makes them, for ``w10_runs`` workflows of
 ``w10_steps`` activities against the scenario's fresh database, with the worker and the
