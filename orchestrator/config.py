@@ -36,11 +36,10 @@ class Settings:
     redispatch_after: float = 30.0
     #: Seconds before the dispatcher re-publishes an activity no worker has started.
     republish_after: float = 60.0
-    #: Seconds an activity's body runs before the worker records its start (its
-    #: start-to-close deadline still counts from the body's start). A body that ends sooner
-    #: costs the journal one commit, its outcome's. Only the first message of an attempt,
-    #: taken well before the dispatcher could re-publish it, waits; 0 records every start
-    #: before the body runs.
+    #: Seconds the body of an activity with no timeout runs before the worker records its
+    #: start; one that ends sooner costs the journal one commit, its outcome's. Only the
+    #: first message of an attempt, taken well before the dispatcher could re-publish it,
+    #: waits; 0 records every start before the body runs.
     mark_start_after: float = 1.0
     #: Longest the dispatcher sleeps between passes (it also wakes on notifications).
     poll_interval: float = 1.0

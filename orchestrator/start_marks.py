@@ -24,7 +24,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 
 from orchestrator.journal import Journal, TaskStart
 
@@ -34,12 +33,9 @@ log = logging.getLogger(__name__)
 class LateStartMarks:
     """The start marks one worker process owes, each recorded from one thread when due."""
 
-    def __init__(
-        self, journal: Journal, delay: float, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, journal: Journal, delay: float) -> None:
         self.journal = journal
         self.delay = delay
-        self._clock = clock
         self._pid = -1  # the thread runs in the process that runs tasks (after a fork)
         self._starting = threading.Lock()
         self._cond = threading.Condition()
@@ -49,7 +45,7 @@ class LateStartMarks:
     def defer(self, task_id: str, mark_by: float | None) -> bool:
         """Owe the start of ``task_id`` if ``mark_by`` leaves the time to (``False``: record
         it now)."""
-        now = self._clock()
+        now = time.time()
         if self.delay <= 0 or mark_by is None or mark_by <= now:
             return False
         with self._running():
@@ -78,8 +74,8 @@ class LateStartMarks:
         cond = self._cond
         while True:
             with cond:
-                while not self._due or self._due[0][0] > self._clock():
-                    cond.wait(self._due[0][0] - self._clock() if self._due else None)
+                while not self._due or self._due[0][0] > time.time():
+                    cond.wait(self._due[0][0] - time.time() if self._due else None)
                 _, task_id = heapq.heappop(self._due)
                 if task_id not in self._owed:
                     continue  # the body ended in time
@@ -89,7 +85,7 @@ class LateStartMarks:
                 log.exception("task %s: its start could not be recorded; trying again", task_id)
                 with cond:
                     if task_id in self._owed:
-                        retry_at = self._clock() + max(self.delay, 0.1)
+                        retry_at = time.time() + max(self.delay, 0.1)
                         heapq.heappush(self._due, (retry_at, task_id))
                 continue
             with cond:
