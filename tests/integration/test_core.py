@@ -12,6 +12,7 @@ import redis
 import sqlalchemy as sa
 
 from orchestrator import EventType, RunStatus, WorkflowFailed, schema
+from orchestrator.sql_rows import outbox_task
 from tests.integration.cluster import BROKER, Cluster, wait_for
 from tests.invariants import check_history
 
@@ -164,6 +165,36 @@ def test_a_worker_killed_before_recording_the_start_leaves_the_attempt_republish
     assert cluster.executions(key) == 2
 
 
+def copy_taken(cluster: Cluster, task_id: str, attempt: str, key: str) -> None:
+    """Wait until w1 took a second copy of ``task_id``: skipped, its attempt being
+    ``attempt``, or run (a second execution under ``key``)."""
+    skipped = f"task {task_id} skipped: its attempt is {attempt}".encode()
+    wait_for(
+        lambda: skipped in (cluster.workdir / "w1.log").read_bytes() or cluster.executions(key) > 1,
+        30,
+        "the copy to be taken",
+    )
+
+
+def test_a_resent_copy_of_an_attempt_started_late_is_skipped(cluster: Cluster) -> None:
+    key = f"slow-{uuid.uuid4().hex[:6]}"
+    handle = cluster.orc.start("unbounded", key, 3.0)
+    task_id = f"{handle.run_id}:1:1"
+    wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
+    wait_for(lambda: started(cluster, task_id), 10, "the start to be recorded, a moment later")
+    # The dispatcher's copy of a message it took for lost, taken by the worker's other
+    # process while the first still runs the attempt.
+    with cluster.orc.journal.engine.connect() as conn:
+        row = conn.execute(sa.select(schema.tasks).where(schema.tasks.c.task_id == task_id)).one()
+    cluster.orc.publisher.publish_tasks([outbox_task(row, resent=True)])
+    copy_taken(cluster, task_id, "running", key)
+    assert first_activity(cluster, handle.run_id, f"{key} done") == [
+        (EventType.ACTIVITY_SCHEDULED, 1),
+        (EventType.ACTIVITY_COMPLETED, 1),
+    ]
+    assert cluster.executions(key) == 1
+
+
 def unacknowledged(cluster: Cluster, task_id: str) -> str | None:
     """The delivery tag of the task's message if a worker took it and has not acknowledged it."""
     broker = redis.Redis.from_url(BROKER)
@@ -195,12 +226,7 @@ def test_a_redelivered_copy_of_an_ended_attempt_does_not_run(cluster: Cluster) -
     finally:
         cluster.kill(cluster.workers["w1"], signal.SIGKILL)
         cluster.start_worker("w1")
-    skipped = f"task {task_id} skipped: its attempt is ended".encode()
-    wait_for(
-        lambda: skipped in (cluster.workdir / "w1.log").read_bytes() or cluster.executions(key) > 1,
-        30,
-        "the redelivered copy to be taken",
-    )
+    copy_taken(cluster, task_id, "ended", key)
     assert cluster.executions(key) == 1
     assert cluster.orc.history(handle.run_id) == history
     wait_for(lambda: unacknowledged(cluster, task_id) is None, 30, "the copy to be acknowledged")
