@@ -152,7 +152,6 @@ def test_a_worker_killed_before_recording_the_start_leaves_the_attempt_republish
         handle = cluster.orc.start("unbounded", key, 3.0)
         wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
         assert not started(cluster, f"{handle.run_id}:1:1")
-        cluster.kill(cluster.workers["w1"], signal.SIGKILL)
     finally:
         cluster.kill(cluster.workers["w1"], signal.SIGKILL)
         cluster.start_worker("w1")
