@@ -417,6 +417,14 @@ class Journal(Protocol):
         """
         ...
 
+    def renew_unstarted(self, task_id: str) -> bool:
+        """Say that the task, run in place with its start unrecorded, is still running: its
+        publish time becomes now, so the dispatcher does not take it for lost for another
+        ``republish_after`` seconds (see :mod:`orchestrator.in_place`). ``False`` (nothing
+        written) when it has started or ended.
+        """
+        ...
+
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
         """Move due timers into their runs' inboxes (``timer_fired``); the runs to dispatch."""

@@ -400,6 +400,14 @@ class InMemoryJournal:
             task.deadline_at = None if timeout is None else now + timeout
             return TaskStart.STARTED
 
+    def renew_unstarted(self, task_id: str) -> bool:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.finished or task.started_at is not None:
+                return False
+            task.published_at = self._clock()
+            return True
+
     # -- the dispatcher ---------------------------------------------------------------------
     def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
         with self._lock:

@@ -47,6 +47,7 @@ from orchestrator.sql_rows import (
     FINISH_AWAITED_TASK,
     LOCK_FOR_DELIVERY,
     PENDING_INBOX,
+    RENEW_TASK,
     START_TASK,
     TASK_FINISHED,
     TERMINAL,
@@ -464,6 +465,12 @@ class SqlJournal(StepCommits):
         # A copy (rare): a second statement tells a running attempt from an ended one.
         finished = conn.execute(TASK_FINISHED, params).scalar()
         return TaskStart.ENDED if finished is None or finished else TaskStart.RUNNING
+
+    def renew_unstarted(self, task_id: str) -> bool:
+        params = {"p_task_id": task_id, "p_now": self._clock()}
+        return self._retrying(
+            lambda conn: conn.execute(RENEW_TASK, params).first() is not None, autocommit=True
+        )
 
 
 def _fits_start(batch: Batch, now: float) -> bool:

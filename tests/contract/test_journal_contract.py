@@ -832,6 +832,23 @@ def test_mark_started_once_per_unfinished_task(journal: Journal) -> None:
     assert journal.mark_started(task().task_id) is TaskStart.ENDED
 
 
+def test_a_task_renewed_unstarted_is_not_taken_for_lost(journal: Journal, clock: FakeClock) -> None:
+    create(journal)
+    quiet, renewed, started = (task(command_id=i) for i in (1, 2, 3))
+    suspend(journal, tasks=[quiet, renewed, started])
+    assert journal.mark_started(started.task_id) is TaskStart.STARTED
+    clock.advance(40)
+    assert journal.renew_unstarted(renewed.task_id)
+    assert not journal.renew_unstarted(started.task_id)
+    assert not journal.renew_unstarted("unknown")
+    clock.advance(30)
+    assert journal.take_unpublished(republish_after=60) == [replace(quiet, resent=True)]
+    clock.advance(30)
+    assert journal.take_unpublished(republish_after=60) == [replace(renewed, resent=True)]
+    assert journal.deliver("r1", completed(1, "ch_1"), task_id=quiet.task_id).accepted
+    assert not journal.renew_unstarted(quiet.task_id)
+
+
 # -- timers and timeouts -------------------------------------------------------------------
 def test_timers_fire_only_when_due(journal: Journal, clock: FakeClock) -> None:
     create(journal)
