@@ -9,23 +9,26 @@ run's inbox, exactly once per attempt (the inbox's dedupe key). The replay task
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, bootsteps
-from celery.exceptions import Ignore
-from celery.signals import task_failure, task_postrun, task_success
+from celery import Celery, bootsteps, states
+from celery.exceptions import Ignore, Retry
+from celery.signals import task_failure, task_postrun, task_retry, task_success
 
 from orchestrator import faults, payloads
 from orchestrator.client import check_run_id
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigurationError, PayloadError, describe_exception
 from orchestrator.events import EventType
+from orchestrator.in_place import InPlace
 from orchestrator.journal import (
     InboxItem,
     OutboxTask,
@@ -62,45 +65,104 @@ def check_serializers(app: Celery) -> None:
         )
 
 
+def activity_headers(task: OutboxTask, mark_by: float | None) -> dict[str, Any]:
+    """The headers of an activity's message, naming its run, command and attempt. The first
+    message of an attempt with no timeout carries ``mark_by``, until when no other copy of
+    it can exist (see :mod:`orchestrator.start_marks`)."""
+    headers: dict[str, Any] = {
+        HEADER_RUN: task.run_id,
+        HEADER_COMMAND: task.command_id,
+        HEADER_ATTEMPT: task.attempt,
+        HEADER_KIND: task.kind,
+    }
+    if mark_by is not None and not task.resent and task.timeout_seconds is None:
+        headers[HEADER_MARK_BY] = mark_by
+    return headers
+
+
 class CeleryPublisher:
-    """The :class:`~orchestrator.publisher.Publisher` over a Celery app's broker."""
+    """The :class:`~orchestrator.publisher.Publisher` over a Celery app's broker. In a worker
+    it may keep an activity back to run in place (:mod:`orchestrator.in_place`)."""
 
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.in_place = InPlace(settings.eager_activities)
 
     def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
         """Send activity and compensation tasks. Their results are not stored in the
         result backend: the journal keeps each outcome, and a second copy would cost a
-        write per attempt (and, in a client, a subscription to a result nobody awaits).
-
-        The first message of an attempt with no timeout carries ``mark_by``, until when no
-        other copy of it can exist (see :mod:`orchestrator.start_marks`)."""
-        mark_by = time.time() + self.settings.republish_after / 2
+        write per attempt (and, in a client, a subscription to a result nobody awaits)."""
+        tasks = self.in_place.keep(tasks)
+        if not tasks:
+            return
+        mark_by = self._mark_by()
         with self.app.producer_or_acquire() as producer:
             for task in tasks:
-                options: dict[str, Any] = {}
-                if task.queue:
-                    options["queue"] = task.queue
-                headers: dict[str, Any] = {
-                    HEADER_RUN: task.run_id,
-                    HEADER_COMMAND: task.command_id,
-                    HEADER_ATTEMPT: task.attempt,
-                    HEADER_KIND: task.kind,
-                }
-                if not task.resent and task.timeout_seconds is None:
-                    headers[HEADER_MARK_BY] = mark_by
-                self.app.send_task(
-                    task.task_name,
-                    args=task.args,
-                    kwargs=task.kwargs,
-                    task_id=task.task_id,
-                    headers=headers,
-                    serializer="json",
-                    ignore_result=True,
-                    producer=producer,
-                    **options,
-                )
+                self._send(task, activity_headers(task, mark_by), producer=producer)
+
+    def _send(self, task: OutboxTask, headers: dict[str, Any], **options: Any) -> None:
+        if task.queue:
+            options["queue"] = task.queue
+        self.app.send_task(
+            task.task_name,
+            args=task.args,
+            kwargs=task.kwargs,
+            task_id=task.task_id,
+            headers=headers,
+            serializer="json",
+            ignore_result=True,
+            **options,
+        )
+
+    def _mark_by(self) -> float:
+        """Until when no other copy of a first message sent now can exist (see
+        :mod:`orchestrator.start_marks`)."""
+        return time.time() + self.settings.republish_after / 2
+
+    def run_kept(self) -> None:
+        """Run the activities this thread kept back (:meth:`InPlace.run_kept`)."""
+        self.in_place.run_kept(self.run_in_place, self.publish_tasks)
+
+    def run_in_place(self, task: OutboxTask) -> None:
+        """Run ``task`` here, as a worker runs its message. A task's own ``self.retry()``
+        is sent through the broker, with its countdown, as it would be from any worker
+        (Celery's eager retry would run it again at once)."""
+        result = self.app.tasks[task.task_name].apply(
+            args=task.args,
+            kwargs=task.kwargs,
+            task_id=task.task_id,
+            headers=activity_headers(task, self._mark_by()),
+            throw=False,
+            ignore_result=True,
+        )
+        retry = result.result
+        if result.state == states.RETRY and isinstance(retry, Retry):
+            when = {"eta" if isinstance(retry.when, datetime) else "countdown": retry.when}
+            self._send(task, activity_headers(task, None), retries=1, **when)
+
+    def may_run_here(self, consumed: frozenset[str], task: OutboxTask) -> bool:
+        """Whether a worker consuming ``consumed`` would be sent ``task`` and could run
+        it in place: registered, routed to one of its queues, with no time or rate limit
+        (``apply`` enforces neither)."""
+        conf = self.app.conf
+        found = self.app.tasks.get(task.task_name)
+        if (
+            found is None
+            or found.rate_limit
+            or found.time_limit
+            or found.soft_time_limit
+            or conf.task_time_limit
+            or conf.task_soft_time_limit
+        ):
+            return False
+        options = {"queue": task.queue} if task.queue else {}
+        try:
+            route = self.app.amqp.router.route(options, task.task_name, task.args, task.kwargs)
+        except Exception:  # a route a worker could not send to: leave it to publish
+            return False
+        queue = route.get("queue")
+        return getattr(queue, "name", queue) in consumed
 
     def publish_replays(self, runs: Sequence[RunRef]) -> None:
         with self.app.producer_or_acquire() as producer:
@@ -133,7 +195,11 @@ def install(app: Celery, orc: Orchestrator) -> None:
         except ValueError:
             log.warning("replay request for a malformed run id %.80r dropped", run_id)
             return
-        orc.driver.advance(run_id)
+        try:
+            with orc.publisher.in_place.keeping():
+                orc.driver.advance(run_id)
+        finally:
+            orc.publisher.run_kept()
 
     def mine(task: Any) -> dict[str, Any] | None:
         if getattr(task, "app", None) is not app:
@@ -178,13 +244,16 @@ def install(app: Celery, orc: Orchestrator) -> None:
         redelivers one whose worker died before acknowledging it (acks_late): that worker may
         have died in the body, so a redelivered copy of a started attempt runs, but one of an
         ended attempt does not, its outcome being journaled already. The first message of an
-        attempt, taken early, has its start recorded late (:mod:`orchestrator.start_marks`)."""
+        attempt, taken early, has its start recorded late (:mod:`orchestrator.start_marks`);
+        an attempt run in place whose task acknowledges late is renewed instead, since no
+        message of it exists for a broker to redeliver (:mod:`orchestrator.in_place`)."""
         meta = mine(task)
         if meta is None:
             return
         request = task.request
         again = request.retries or (request.delivery_info or {}).get("redelivered")
-        if not again and orc.start_marks.defer(meta["task_id"], meta["mark_by"]):
+        renew = bool(request.is_eager and task.acks_late)
+        if not again and orc.start_marks.defer(meta["task_id"], meta["mark_by"], renew=renew):
             return
         start = orc.journal.mark_started(meta["task_id"])
         if start is TaskStart.STARTED:
@@ -205,9 +274,11 @@ def install(app: Celery, orc: Orchestrator) -> None:
                 )
             }
         except PayloadError as exc:
-            deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exc)})
-            return
-        deliver_outcome(orc, meta, failed=False, data=data)
+            data, failed = {"error": describe_exception(exc)}, True
+        else:
+            failed = False
+        with orc.publisher.in_place.keeping():
+            deliver_outcome(orc, meta, failed=failed, data=data)
 
     def on_failure(
         sender: Any = None, exception: BaseException | None = None, einfo: Any = None, **_: Any
@@ -216,15 +287,27 @@ def install(app: Celery, orc: Orchestrator) -> None:
         if meta is None or exception is None:
             return
         tb = getattr(einfo, "traceback", None) or "".join(traceback.format_exception(exception))
-        deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exception, tb)})
+        with orc.publisher.in_place.keeping():
+            deliver_outcome(
+                orc, meta, failed=True, data={"error": describe_exception(exception, tb)}
+            )
+
+    def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+        """A task run in place asked for a retry: ``run_in_place`` sends it, rather than
+        Celery's ``apply`` running it again at once."""
+        in_place = getattr(request, "is_eager", False) and orc.publisher.in_place.running()
+        if in_place and isinstance(reason, Retry) and mine(sender):
+            reason.sig = None
 
     def on_postrun(sender: Any = None, **_: Any) -> None:
         meta = mine(sender)
         if meta is not None:
             orc.start_marks.settle(meta["task_id"])
+            orc.publisher.run_kept()
 
     task_success.connect(on_success, weak=False)
     task_failure.connect(on_failure, weak=False)
+    task_retry.connect(on_retry, weak=False)
     task_postrun.connect(on_postrun, weak=False)
     app.steps["worker"].add(_bootstep(orc, before_start))
 
@@ -294,6 +377,8 @@ def _bootstep(
             ]
             for name, version in self.versions:
                 worker.app.amqp.queues.select_add(orc.settings.replay_queue(name, version))
+            consumed = frozenset(worker.app.amqp.queues.consume_from)
+            orc.publisher.in_place.serve(functools.partial(orc.publisher.may_run_here, consumed))
             self.node_id = f"{worker.hostname}:{os.getpid()}"
             self.stopping = threading.Event()
             self.thread: threading.Thread | None = None

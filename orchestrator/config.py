@@ -56,6 +56,12 @@ class Settings:
     #: Whether ``start`` takes a new run's first step in the starting process, when the
     #: workflow is loaded there: its first activities go out without a replay's broker hop.
     eager_start: bool = True
+    #: Activities a worker process may run in place, one after the other, for one Celery
+    #: message: the next activity of a run whose step it has just taken, when this worker
+    #: would have been sent it, runs there without a broker hop and without a message
+    #: (Flower does not show it). 0 sends every activity through the broker. See
+    #: :mod:`orchestrator.in_place`.
+    eager_activities: int = 0
 
     def replay_queue(self, workflow: str, version: str) -> str:
         """The queue of replay tasks for one workflow version (only nodes that have it
@@ -80,6 +86,15 @@ class Settings:
             raise ValueError(
                 "orchestrator_mark_start_after must be a number of seconds, 0 or more, not "
                 f"{self.mark_start_after!r}"
+            )
+        if (
+            not isinstance(self.eager_activities, int)
+            or isinstance(self.eager_activities, bool)
+            or self.eager_activities < 0
+        ):
+            raise ValueError(
+                "orchestrator_eager_activities must be a whole number, 0 or more, not "
+                f"{self.eager_activities!r}"
             )
         if not isinstance(self.eager_start, bool):
             raise TypeError(

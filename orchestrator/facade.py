@@ -85,7 +85,10 @@ class Orchestrator:
     @cached_property
     def start_marks(self) -> LateStartMarks:
         """Activity start marks this process owes (see :mod:`~orchestrator.start_marks`)."""
-        return LateStartMarks(self.journal, self.settings.mark_start_after)
+        settings = self.settings
+        return LateStartMarks(
+            self.journal, settings.mark_start_after, renew_every=settings.republish_after / 2
+        )
 
     @cached_property
     def driver(self) -> Driver:

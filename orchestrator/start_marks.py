@@ -31,39 +31,47 @@ log = logging.getLogger(__name__)
 
 
 class LateStartMarks:
-    """The start marks one worker process owes, each recorded from one thread when due."""
+    """The start marks one worker process owes, each recorded from one thread when due.
 
-    def __init__(self, journal: Journal, delay: float) -> None:
+    A task run in place whose message would have been acknowledged late owes renewals
+    instead (:mod:`orchestrator.in_place`): no message of it exists for the broker to
+    redeliver if this process dies, so its start is never recorded, and while its body runs
+    it is renewed every ``renew_every`` seconds, which keeps the dispatcher from re-publishing
+    it until this process is gone."""
+
+    def __init__(self, journal: Journal, delay: float, renew_every: float) -> None:
         self.journal = journal
         self.delay = delay
+        self.renew_every = renew_every
         self._pid = -1  # the thread runs in the process that runs tasks (after a fork)
         self._starting = threading.Lock()
         self._cond = threading.Condition()
         self._due: list[tuple[float, str]] = []
-        self._owed: set[str] = set()
+        self._owed: dict[str, bool] = {}  # task id: whether it is renewed (not marked)
 
-    def defer(self, task_id: str, mark_by: float | None) -> bool:
-        """Owe the start of ``task_id`` if ``mark_by`` leaves the time to (``False``: record
-        it now)."""
+    def defer(self, task_id: str, mark_by: float | None, *, renew: bool = False) -> bool:
+        """Owe the start of ``task_id`` (or, with ``renew``, its renewals) if ``mark_by``
+        leaves the time to (``False``: record it now)."""
         now = time.time()
-        if self.delay <= 0 or mark_by is None or mark_by <= now:
+        if mark_by is None or mark_by <= now or (self.delay <= 0 and not renew):
             return False
         with self._running():
-            self._owed.add(task_id)
-            heapq.heappush(self._due, (min(now + self.delay, mark_by), task_id))
+            self._owed[task_id] = renew
+            due = mark_by if renew else min(now + self.delay, mark_by)
+            heapq.heappush(self._due, (due, task_id))
             self._cond.notify()
         return True
 
     def settle(self, task_id: str) -> None:
         """The body of ``task_id`` ended: its start is owed no more."""
         with self._cond:
-            self._owed.discard(task_id)
+            self._owed.pop(task_id, None)
 
     def _running(self) -> threading.Condition:
         with self._starting:
             if self._pid != os.getpid():
                 self._cond = threading.Condition()
-                self._due, self._owed = [], set()
+                self._due, self._owed = [], {}
                 thread = threading.Thread(target=self._run, name="orchestrator-start-marks")
                 thread.daemon = True
                 thread.start()
@@ -77,18 +85,27 @@ class LateStartMarks:
                 while not self._due or self._due[0][0] > time.time():
                     cond.wait(self._due[0][0] - time.time() if self._due else None)
                 _, task_id = heapq.heappop(self._due)
-                if task_id not in self._owed:
+                renew = self._owed.get(task_id)
+                if renew is None:
                     continue  # the body ended in time
             try:
-                start = self.journal.mark_started(task_id)
+                next_at = self._renew(task_id) if renew else self._mark(task_id)
             except Exception:
                 log.exception("task %s: its start could not be recorded; trying again", task_id)
-                with cond:
-                    if task_id in self._owed:
-                        retry_at = time.time() + max(self.delay, 0.1)
-                        heapq.heappush(self._due, (retry_at, task_id))
-                continue
+                next_at = time.time() + max(self.delay, 0.1)
             with cond:
-                self._owed.discard(task_id)
-            if start is not TaskStart.STARTED:
-                log.info("task %s: start not recorded, its attempt is %s", task_id, start.value)
+                if next_at is not None and task_id in self._owed:
+                    heapq.heappush(self._due, (next_at, task_id))
+                else:
+                    self._owed.pop(task_id, None)
+
+    def _mark(self, task_id: str) -> float | None:
+        """Record the start of ``task_id``: nothing is owed after it."""
+        start = self.journal.mark_started(task_id)
+        if start is not TaskStart.STARTED:
+            log.info("task %s: start not recorded, its attempt is %s", task_id, start.value)
+        return None
+
+    def _renew(self, task_id: str) -> float | None:
+        """When to renew ``task_id`` next (``None``: it has started or ended elsewhere)."""
+        return time.time() + self.renew_every if self.journal.renew_unstarted(task_id) else None

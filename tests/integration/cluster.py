@@ -93,7 +93,9 @@ class Cluster:
             start_new_session=True,
         )
 
-    def start_worker(self, name: str = "w1", concurrency: int = 2, **env: str) -> None:
+    def start_worker(
+        self, name: str = "w1", concurrency: int = 2, queues: str | None = None, **env: str
+    ) -> None:
         log = self.workdir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         self.workers[name] = self._spawn(
@@ -112,6 +114,7 @@ class Cluster:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
+                *(["-Q", queues] if queues else []),
             ],
             {**self.env, "CONTINUUM_TEST_NODE": name, **env},
         )

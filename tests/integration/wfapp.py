@@ -37,6 +37,7 @@ orc = Orchestrator(
     redispatch_after=2,
     republish_after=10,
     mark_start_after=float(os.environ.get("CONTINUUM_TEST_MARK_START_AFTER", 1.0)),
+    eager_activities=int(os.environ.get("CONTINUUM_TEST_EAGER_ACTIVITIES", 0)),
     heartbeat_interval=1,
     node_ttl=3,
 )
@@ -88,12 +89,54 @@ def unserialisable() -> Any:
     return object()
 
 
+def _place(task: Any, key: str, retry_after: float, seconds: float) -> str:
+    """Records which worker ran ``task``, how (from a message, or in place) and when; with
+    ``retry_after``, its first try asks Celery for a retry that many seconds later."""
+    how = "in place" if task.request.is_eager else "message"
+    path = Path(os.environ.get("CONTINUUM_TEST_EFFECTS", "/tmp")) / key
+    with path.open("a") as fh:
+        fh.write(f"{os.environ.get('CONTINUUM_TEST_NODE', 'client')} {how} {time.time()}\n")
+    if retry_after and not task.request.retries:
+        raise task.retry(countdown=retry_after)
+    time.sleep(seconds)
+    return how
+
+
+@app.task(bind=True)
+def placed(self: Any, key: str, retry_after: float = 0.0, seconds: float = 0.0) -> str:
+    return _place(self, key, retry_after, seconds)
+
+
+@app.task(bind=True, acks_late=True)
+def placed_late(self: Any, key: str, retry_after: float = 0.0, seconds: float = 0.0) -> str:
+    return _place(self, key, retry_after, seconds)
+
+
 @orc.workflow(name="sequential")
 async def sequential(ctx: WorkflowContext, n: int) -> int:
     total = 0
     for i in range(n):
         total = await ctx.activity(add, total, i)
     return total
+
+
+@orc.workflow(name="placed")
+async def placed_in_turn(
+    ctx: WorkflowContext,
+    key: str,
+    queues: list[str | None],
+    retry_after: float = 0.0,
+    last_seconds: float = 0.0,
+    late: bool = False,
+) -> list[str]:
+    """One ``placed`` (or ``placed_late``) activity per queue (``None``: the default), one
+    after the other; the last one takes ``last_seconds``."""
+    task = placed_late if late else placed
+    out = []
+    for i, queue in enumerate(queues):
+        seconds = last_seconds if i == len(queues) - 1 else 0.0
+        out.append(await ctx.activity(task, key, retry_after, seconds, queue=queue))
+    return out
 
 
 @orc.workflow(name="fanout")

@@ -34,6 +34,12 @@ class Marks(InMemoryJournal):
                 raise ConnectionError("journal unreachable")
         return super().mark_started(task_id)
 
+    def renew_unstarted(self, task_id: str) -> bool:
+        with self.changed:
+            self.asked.append(f"renew {task_id}")
+            self.changed.notify_all()
+        return super().renew_unstarted(task_id)
+
     def wait_asked(self, count: int) -> list[str]:
         with self.changed:
             assert self.changed.wait_for(lambda: len(self.asked) >= count, DEADLINE), self.asked
@@ -54,7 +60,7 @@ def journal() -> Marks:
 
 
 def test_a_body_that_ends_within_the_delay_leaves_no_start_mark(journal: Marks) -> None:
-    marks = LateStartMarks(journal, 0.05)
+    marks = LateStartMarks(journal, 0.05, renew_every=60)
     quick, slow = task(command_id=1).task_id, task(command_id=2).task_id
     assert marks.defer(quick, mark_by=time.time() + 60)
     marks.settle(quick)
@@ -66,7 +72,7 @@ def test_a_body_that_ends_within_the_delay_leaves_no_start_mark(journal: Marks) 
 
 
 def test_mark_by_comes_before_the_delay(journal: Marks) -> None:
-    marks = LateStartMarks(journal, 60)
+    marks = LateStartMarks(journal, 60, renew_every=60)
     slow = task(command_id=1).task_id
     assert marks.defer(slow, mark_by=time.time() + 0.05)
     assert journal.wait_asked(1) == [slow]
@@ -80,7 +86,7 @@ def test_mark_by_comes_before_the_delay(journal: Marks) -> None:
 def test_a_start_with_no_time_to_wait_is_left_to_the_caller(
     journal: Marks, delay: float, mark_by: float | None
 ) -> None:
-    marks = LateStartMarks(journal, delay)
+    marks = LateStartMarks(journal, delay, renew_every=60)
     when = None if mark_by is None else time.time() + mark_by
     assert not marks.defer(task(command_id=1).task_id, mark_by=when)
 
@@ -88,7 +94,30 @@ def test_a_start_with_no_time_to_wait_is_left_to_the_caller(
 def test_a_mark_that_fails_is_tried_again() -> None:
     journal = Marks(failures=1)
     journal.create_run(new_run("r1"))
-    marks = LateStartMarks(journal, 0.05)
+    marks = LateStartMarks(journal, 0.05, renew_every=60)
     slow = task(command_id=1).task_id
     assert marks.defer(slow, mark_by=time.time() + 60)
     assert journal.wait_asked(2) == [slow, slow]
+
+
+def test_a_task_run_in_place_acked_late_is_renewed_until_it_ends(journal: Marks) -> None:
+    marks = LateStartMarks(journal, 0.01, renew_every=0.05)
+    slow = task(command_id=1).task_id
+    assert marks.defer(slow, mark_by=time.time() + 0.05, renew=True)
+    assert journal.wait_asked(3) == [f"renew {slow}"] * 3
+    marks.settle(slow)
+    asked = len(journal.wait_asked(3))
+    time.sleep(0.2)  # a renewal due in 0.05 s would be asked by now, were it still owed
+    assert journal.asked == [f"renew {slow}"] * asked
+    assert journal.mark_started(slow) is TaskStart.STARTED  # its start was never recorded
+
+
+def test_renewals_stop_once_the_task_started_elsewhere(journal: Marks) -> None:
+    marks = LateStartMarks(journal, 0.01, renew_every=0.05)
+    slow = task(command_id=1).task_id
+    assert marks.defer(slow, mark_by=time.time() + 0.05, renew=True)
+    journal.wait_asked(1)
+    assert journal.mark_started(slow) is TaskStart.STARTED  # a re-published copy ran
+    journal.wait_asked(3)
+    time.sleep(0.2)  # a renewal due in 0.05 s would be asked by now, were it still owed
+    assert journal.asked == [f"renew {slow}", slow, f"renew {slow}"]
