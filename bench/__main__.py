@@ -57,6 +57,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=CONCURRENCY,
         help=f"pool processes of the worker, workflows and chains alike (default {CONCURRENCY})",
     )
+    parser.add_argument(
+        "--eager-activities",
+        type=_whole,
+        default=0,
+        metavar="N",
+        help="activities a worker process may run in place per message "
+        "(orchestrator_eager_activities; default 0, every activity sent through the broker)",
+    )
     parser.add_argument("--repeats", type=_positive, help="repetitions per figure (default 3)")
     parser.add_argument(
         "--scale",
@@ -69,12 +77,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def _positive(text: str) -> int:
     """A count of at least one (argparse names the option when this raises)."""
+    return _whole(text, least=1)
+
+
+def _whole(text: str, least: int = 0) -> int:
+    """A whole number of at least ``least``."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
     return value
 
 
@@ -94,9 +107,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, terminate)
     # Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (``cmd &``).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    env = report.environment(args.concurrency)
+    env = report.environment(args.concurrency, args.eager_activities)
     results: dict[str, Figures] = {}
-    cluster = Cluster(RESULTS, args.concurrency)
+    cluster = Cluster(RESULTS, args.concurrency, args.eager_activities)
     try:
         for names, run in GROUPS:
             chosen = wanted.intersection(names)

@@ -45,7 +45,12 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
-orc = Orchestrator(app, queue=f"{PREFIX}-orchestrator")
+orc = Orchestrator(
+    app,
+    queue=f"{PREFIX}-orchestrator",
+    # ``--eager-activities``: activities the worker may run in place per message.
+    eager_activities=int(os.environ.get("CONTINUUM_BENCH_EAGER_ACTIVITIES", 0)),
+)
 
 _counter = ProcessCounter.from_env()
 

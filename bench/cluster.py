@@ -99,7 +99,9 @@ class Process:
 class Cluster:
     """A journal database and the processes serving it, for one benchmark run."""
 
-    def __init__(self, workdir: Path, concurrency: int = CONCURRENCY) -> None:
+    def __init__(
+        self, workdir: Path, concurrency: int = CONCURRENCY, eager_activities: int = 0
+    ) -> None:
         self.concurrency = concurrency
         token = uuid.uuid4().hex[:8]
         self.dbname = f"continuum_bench_{token}"
@@ -117,6 +119,7 @@ class Cluster:
             "ORCHESTRATOR_JOURNAL_URL": self.url,
             "CONTINUUM_BENCH_PREFIX": self.prefix,
             "CONTINUUM_BENCH_BROKER": BROKER,
+            "CONTINUUM_BENCH_EAGER_ACTIVITIES": str(eager_activities),
             counters.COUNTS_ENV: str(self.counts),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }

@@ -20,7 +20,7 @@ from bench.plan import Sizes
 from bench.stats import Figures
 
 
-def environment(concurrency: int) -> dict[str, Any]:
+def environment(concurrency: int, eager_activities: int = 0) -> dict[str, Any]:
     """Machine, versions and worker settings, for the table's header and the JSON file."""
     with psycopg.connect(SERVER, autocommit=True) as conn:
         row = conn.execute("SHOW server_version").fetchone()
@@ -48,7 +48,8 @@ def environment(concurrency: int) -> dict[str, Any]:
             "redis": redis_version,
             "continuum": f"{metadata.version('continuum-orchestrator')} ({_git_revision()})",
         },
-        "worker": f"prefork -c {concurrency}, prefetch 1, acks_late, JSON, Redis broker+results",
+        "worker": f"prefork -c {concurrency}, prefetch 1, acks_late, JSON, Redis broker+results"
+        + (f", {eager_activities} activities in place per message" if eager_activities else ""),
     }
 
 
