@@ -274,11 +274,9 @@ def install(app: Celery, orc: Orchestrator) -> None:
                 )
             }
         except PayloadError as exc:
-            data, failed = {"error": describe_exception(exc)}, True
-        else:
-            failed = False
-        with orc.publisher.in_place.keeping():
-            deliver_outcome(orc, meta, failed=failed, data=data)
+            deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exc)})
+            return
+        deliver_outcome(orc, meta, failed=False, data=data)
 
     def on_failure(
         sender: Any = None, exception: BaseException | None = None, einfo: Any = None, **_: Any
@@ -287,10 +285,7 @@ def install(app: Celery, orc: Orchestrator) -> None:
         if meta is None or exception is None:
             return
         tb = getattr(einfo, "traceback", None) or "".join(traceback.format_exception(exception))
-        with orc.publisher.in_place.keeping():
-            deliver_outcome(
-                orc, meta, failed=True, data={"error": describe_exception(exception, tb)}
-            )
+        deliver_outcome(orc, meta, failed=True, data={"error": describe_exception(exception, tb)})
 
     def on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
         """A task run in place asked for a retry: ``run_in_place`` sends it, rather than
@@ -315,7 +310,8 @@ def install(app: Celery, orc: Orchestrator) -> None:
 def deliver_outcome(
     orc: Orchestrator, meta: dict[str, Any], *, failed: bool, data: dict[str, Any]
 ) -> None:
-    """Journal one attempt's outcome and, if the run is free, replay it here and now."""
+    """Journal one attempt's outcome and, if the run is free, replay it here and now (and
+    keep back an activity it schedules, to run in place: :mod:`orchestrator.in_place`)."""
     compensation = meta["kind"] == "compensation"
     if failed:
         kind = EventType.COMPENSATION_FAILED if compensation else EventType.ACTIVITY_FAILED
@@ -329,7 +325,8 @@ def deliver_outcome(
         attempt=meta["attempt"],
         data=data,
     )
-    delivery = orc.driver.deliver(meta["run_id"], item, task_id=meta["task_id"])
+    with orc.publisher.in_place.keeping():
+        delivery = orc.driver.deliver(meta["run_id"], item, task_id=meta["task_id"])
     if not delivery.accepted:
         log.info(
             "outcome of %s not journaled: already journaled, its attempt superseded or never "
