@@ -11,12 +11,13 @@ Celery message carries at most ``eager_activities`` of them, one after the other
 (not a recursion).
 
 Only an activity this worker would have been sent anyway is kept: a task registered in its
-app, routed to a queue it consumes, due now, and with no time or rate limit of its own
-(``apply`` enforces neither). The other activities of the same step are published, so
+app, routed to a queue it consumes, due now, and with no time or rate limit, its own or the
+app's (``apply`` enforces neither). The other activities of the same step are published, so
 parallel activities still spread over the workers.
 
 What is given up: no message exists for an activity run in place, so the broker and Flower
-never see it, and the carrying message's time limit covers the whole loop.
+never see it; and a carrying message whose task has a time limit of its own covers the whole
+loop with it.
 
 A worker that dies in the loop is recovered from as it would be for a message. An activity
 with a timeout is retried when it times out. One without, whose task acknowledges early,
@@ -28,14 +29,11 @@ runs instead, so the dispatcher re-publishes it once the dead worker stops renew
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from orchestrator.journal import OutboxTask
-
-log = logging.getLogger(__name__)
 
 
 class InPlace:
