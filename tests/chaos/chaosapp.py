@@ -9,7 +9,8 @@ attempt really ran instead of assuming it.
 Effects: one file per process, ``<pid>.log``, one line per fact, each written with a single
 ``write`` on an ``O_APPEND`` descriptor (a ``kill -9`` cannot leave half a line)::
 
-    S <task_id> <task_name> <pid> <epoch> <seconds>    an execution started
+    S <task_id> <task_name> <pid> <epoch> <seconds> <how>    an execution started (how:
+                                                             "message" or "in-place")
     E <task_id> <task_name> <pid> <epoch>              it returned or raised
 
 A ``S`` without its ``E`` is an execution that was killed mid-flight. The task id of an
@@ -114,9 +115,10 @@ class _Execution:
     def __init__(self, task: Any, seconds: float) -> None:
         self.head = f"{task.request.id} {task.name} {os.getpid()}"
         self.seconds = seconds
+        self.how = "in-place" if task.request.is_eager else "message"
 
     def __enter__(self) -> None:
-        _effect(f"S {self.head} {time.time():.3f} {self.seconds}")
+        _effect(f"S {self.head} {time.time():.3f} {self.seconds} {self.how}")
 
     def __exit__(self, *_: Any) -> None:
         _effect(f"E {self.head} {time.time():.3f}")

@@ -635,10 +635,11 @@ def chaos_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     ``w2`` steps one run in ten in two transactions (its replay inside the claiming one is
     made to fail) and lingers in those just before the commit, while it holds the run's
     lease, so a kill or a stop can catch it mid-replay. The logs are kept (outside pytest's
-    rotating temporary directories) when the test fails.
+    rotating temporary directories) when the test fails. An indirect parameter overrides
+    orchestrator settings.
     """
     workdir = Path(tempfile.mkdtemp(prefix="continuum-chaos-"))
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, settings=getattr(request, "param", None))
     try:
         cluster.add_worker("w1")
         cluster.add_worker("w2", CONTINUUM_FAULTS=LINGER_HOLDING_LEASE)

@@ -56,11 +56,13 @@ class Execution:
 class Executions:
     """Activity executions recorded by the test activities, keyed by Celery task id
     (``run:command:attempt``): ``started`` counts every execution, ``finished`` those that
-    returned or raised; ``open`` are the started ones never finished (killed mid-flight)."""
+    returned or raised; ``open`` are the started ones never finished (killed mid-flight);
+    ``in_place`` counts those run in place, without a message."""
 
     started: Counter[str] = field(default_factory=Counter)
     finished: Counter[str] = field(default_factory=Counter)
     open: list[Execution] = field(default_factory=list)
+    in_place: int = 0
 
     @property
     def total(self) -> int:
@@ -79,6 +81,7 @@ def read_executions(directory: Path) -> Executions:
             mark, task_id, name, pid = parts[0], parts[1], parts[2], int(parts[3])
             if mark == "S":
                 result.started[task_id] += 1
+                result.in_place += parts[6:] == ["in-place"]
                 pending[(task_id, pid)].append(
                     Execution(task_id, name, pid, float(parts[4]), float(parts[5]))
                 )

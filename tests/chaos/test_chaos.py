@@ -437,6 +437,12 @@ def killed_attempts_timed_out(report: Report, executions: Executions) -> list[st
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "chaos_cluster",
+    [{}, {"eager_activities": 5}],
+    indirect=True,
+    ids=["by-message", "in-place"],
+)
 def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     chaos_cluster: Cluster,
 ) -> None:
@@ -509,6 +515,7 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
         f"(of them after a stop: {len(injector.fenced)})"
     )
     print(f"  messages left unacknowledged by killed workers: {stranded}")
+    print(f"  executions run in place: {executions.in_place}")
     for node in cluster.nodes.values():
         for crash in node.crashes:
             print(f"  supervisor restarted {node.name}: {crash}")
@@ -522,6 +529,8 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     problems += [f"injector: {e}" for e in injector.errors]
     problems += [f"traffic: {e}" for e in traffic.errors]
     problems += [f"fault {k} never injected" for k in KINDS if not by_kind[k]]
+    if cluster.settings.get("eager_activities") and not executions.in_place:
+        problems.append("no activity ran in place")
     problems += [f"{i.run_id}: still {i.status} ({i.reason})" for i in stuck]
     if stranded is None:
         problems.append(
