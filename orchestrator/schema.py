@@ -103,7 +103,8 @@ tasks = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("deadline_at", sa.Float),
     sa.Column("finished", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Index("ix_tasks_run_id", "run_id"),
+    # By run and id: ending an awaited task names both, and either index then finds it.
+    sa.Index("ix_tasks_run_id_task_id", "run_id", "task_id"),
     sa.Index(
         "ix_tasks_unfinished_available",
         "available_at",

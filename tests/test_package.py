@@ -18,6 +18,7 @@ def test_wheel_ships_migrations_and_upgrades_a_database(wheel: Path, tmp_path: P
     assert "orchestrator/migrations/env.py" in names
     assert "orchestrator/migrations/versions/0001_journal.py" in names
     assert "orchestrator/migrations/versions/0002_children_and_nodes.py" in names
+    assert "orchestrator/migrations/versions/0003_tasks_by_run_and_id.py" in names
     assert "orchestrator/migrations/script.py.mako" in names
     installed = tmp_path / "installed"
     zipfile.ZipFile(wheel).extractall(installed)
@@ -40,6 +41,6 @@ def test_wheel_ships_migrations_and_upgrades_a_database(wheel: Path, tmp_path: P
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0002" in result.stdout
+    assert "is at revision 0003" in result.stdout
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"runs", "events", "inbox", "tasks", "timers", "alembic_version"} <= tables
