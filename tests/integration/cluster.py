@@ -146,11 +146,17 @@ class Cluster:
         self.orc.journal.close()
         with psycopg.connect(SERVER.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        # The cluster's queues (and messages a test left in them) and their bindings.
+        # The cluster's queues (and messages a test left in them) and their bindings, and the
+        # messages a killed worker took from them and never acknowledged (kombu keeps those in
+        # one hash for the whole Redis, each naming the queue it came from).
         broker = redis.Redis.from_url(BROKER)
         try:
             for key in broker.scan_iter(f"*{self.name}*"):
                 broker.delete(key)
+            for tag, entry in broker.hgetall("unacked").items():
+                if self.name.encode() in entry:
+                    broker.hdel("unacked", tag)
+                    broker.zrem("unacked_index", tag)
         finally:
             broker.close()
 
