@@ -172,21 +172,16 @@ FINISH_AWAITED_TASK = (
     .values(finished=True)
     .returning(tasks.c.task_id)
 )
-START_TASK = (
+_unstarted_task = (
     tasks.update()
     .where(tasks.c.task_id == _task_param, sa.not_(tasks.c.finished), tasks.c.started_at.is_(None))
-    .values(
-        started_at=sa.bindparam("p_now"),
-        deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
-    )
     .returning(tasks.c.task_id)
 )
-RENEW_TASK = (
-    tasks.update()
-    .where(tasks.c.task_id == _task_param, sa.not_(tasks.c.finished), tasks.c.started_at.is_(None))
-    .values(published_at=sa.bindparam("p_now"))
-    .returning(tasks.c.task_id)
+START_TASK = _unstarted_task.values(
+    started_at=sa.bindparam("p_now"),
+    deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
 )
+RENEW_TASK = _unstarted_task.values(published_at=sa.bindparam("p_now"))
 TASK_FINISHED = sa.select(tasks.c.finished).where(tasks.c.task_id == _task_param)
 #: The values (SET columns) of WRITE_RUN, UPDATE_RUN, WRITE_STEP, WRITE_STEP_FINISHING and
 #: ABSORB come from each call's parameters.
