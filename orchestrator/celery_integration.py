@@ -141,20 +141,19 @@ class CeleryPublisher:
             when = {"eta" if isinstance(retry.when, datetime) else "countdown": retry.when}
             self._send(task, activity_headers(task, None), retries=1, **when)
 
+    def serve(self, consumed: frozenset[str]) -> None:
+        """Let this process, a worker consuming ``consumed``, run activities in place, unless
+        the app sets a time limit for every task (``apply`` enforces none)."""
+        conf = self.app.conf
+        if not (conf.task_time_limit or conf.task_soft_time_limit):
+            self.in_place.serve(functools.partial(self.may_run_here, consumed))
+
     def may_run_here(self, consumed: frozenset[str], task: OutboxTask) -> bool:
         """Whether a worker consuming ``consumed`` would be sent ``task`` and could run
-        it in place: registered, routed to one of its queues, with no time or rate limit
-        (``apply`` enforces neither)."""
-        conf = self.app.conf
+        it in place: registered, routed to one of its queues, with no time or rate limit of
+        its own (``apply`` enforces neither)."""
         found = self.app.tasks.get(task.task_name)
-        if (
-            found is None
-            or found.rate_limit
-            or found.time_limit
-            or found.soft_time_limit
-            or conf.task_time_limit
-            or conf.task_soft_time_limit
-        ):
+        if found is None or found.rate_limit or found.time_limit or found.soft_time_limit:
             return False
         options = {"queue": task.queue} if task.queue else {}
         try:
@@ -374,8 +373,7 @@ def _bootstep(
             ]
             for name, version in self.versions:
                 worker.app.amqp.queues.select_add(orc.settings.replay_queue(name, version))
-            consumed = frozenset(worker.app.amqp.queues.consume_from)
-            orc.publisher.in_place.serve(functools.partial(orc.publisher.may_run_here, consumed))
+            orc.publisher.serve(frozenset(worker.app.amqp.queues.consume_from))
             self.node_id = f"{worker.hostname}:{os.getpid()}"
             self.stopping = threading.Event()
             self.thread: threading.Thread | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from celery import Celery
@@ -54,3 +55,30 @@ def test_only_an_attempts_first_message_without_a_timeout_may_start_unrecorded()
     assert HEADER_MARK_BY not in timed
     # A copy: the original may still be queued, so the start is recorded before the body.
     assert HEADER_MARK_BY not in resent
+
+
+def test_a_worker_runs_in_place_only_what_it_would_be_sent_and_could_limit() -> None:
+    app = Celery("in-place", broker="memory://")
+    app.conf.update(task_default_queue="activities", task_routes={"shop.refund": "refunds"})
+    limits: dict[str, dict[str, Any]] = {"shop.charge": {}, "shop.refund": {}}
+    limits["shop.slow"] = {"time_limit": 5}
+    for name, options in limits.items():
+
+        def body(*args: Any) -> None:
+            return None
+
+        app.task(name=name, **options)(body)
+    publisher = CeleryPublisher(app, Settings(eager_activities=3))
+    publisher.serve(frozenset({"activities"}))
+    eligible = publisher.in_place.eligible
+    assert eligible is not None
+    assert eligible(task())
+    assert not eligible(replace(task(), queue="elsewhere"))  # a queue this worker does not consume
+    assert not eligible(replace(task(), task_name="shop.refund"))  # routed elsewhere
+    assert not eligible(replace(task(), task_name="shop.slow"))  # a time limit of its own
+    assert not eligible(replace(task(), task_name="shop.unknown"))  # not registered here
+
+    app.conf.task_time_limit = 60  # every task limited: nothing runs in place
+    limited = CeleryPublisher(app, Settings(eager_activities=3))
+    limited.serve(frozenset({"activities"}))
+    assert limited.in_place.eligible is None
