@@ -21,8 +21,9 @@ from typing import Any
 
 import psycopg
 import redis
+import sqlalchemy as sa
 
-from orchestrator import migrate
+from orchestrator import migrate, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -161,6 +162,14 @@ class Cluster:
             broker.close()
 
     # -- observations -----------------------------------------------------------------------
+    def started(self, task_id: str) -> bool:
+        """Whether the journal recorded the start of the task (an activity attempt)."""
+        with self.orc.journal.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(schema.tasks.c.started_at).where(schema.tasks.c.task_id == task_id)
+            ).first()
+        return row is not None and row.started_at is not None
+
     def executions(self, key: str) -> int:
         """How many times activities recorded ``key`` (side effects, not journal events)."""
         path = self.effects / key

@@ -21,14 +21,6 @@ def types(cluster: Cluster, run_id: str) -> list[tuple[str, int | None, int | No
     return [(e.type.value, e.command_id, e.attempt) for e in cluster.orc.history(run_id)]
 
 
-def started(cluster: Cluster, task_id: str) -> bool:
-    with cluster.orc.journal.engine.connect() as conn:
-        row = conn.execute(
-            sa.select(schema.tasks.c.started_at).where(schema.tasks.c.task_id == task_id)
-        ).first()
-    return row is not None and row.started_at is not None
-
-
 def finished(cluster: Cluster, run_id: str) -> None:
     check_history(cluster.orc.history(run_id))
 
@@ -128,7 +120,7 @@ def test_worker_killed_mid_activity_is_retried_after_timeout(cluster: Cluster) -
     wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
     # The start of an activity with a timeout is recorded before its body runs.
     task_id = f"{handle.run_id}:1:1"
-    wait_for(lambda: started(cluster, task_id), 10, "the start to be journaled")
+    wait_for(lambda: cluster.started(task_id), 10, "the start to be journaled")
     cluster.kill(cluster.workers["w1"], signal.SIGKILL)
     cluster.start_worker("w1")
     assert first_activity(cluster, handle.run_id, f"{key} done") == [
@@ -151,7 +143,7 @@ def test_a_worker_killed_before_recording_the_start_leaves_the_attempt_republish
     try:
         handle = cluster.orc.start("unbounded", key, 3.0)
         wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
-        assert not started(cluster, f"{handle.run_id}:1:1")
+        assert not cluster.started(f"{handle.run_id}:1:1")
     finally:
         cluster.kill(cluster.workers["w1"], signal.SIGKILL)
         cluster.start_worker("w1")
@@ -180,7 +172,7 @@ def test_a_resent_copy_of_an_attempt_started_late_is_skipped(cluster: Cluster) -
     handle = cluster.orc.start("unbounded", key, 3.0)
     task_id = f"{handle.run_id}:1:1"
     wait_for(lambda: cluster.executions(key) == 1, 30, "the activity to start")
-    wait_for(lambda: started(cluster, task_id), 10, "the start to be recorded, a moment later")
+    wait_for(lambda: cluster.started(task_id), 10, "the start to be recorded, a moment later")
     # The dispatcher's copy of a message it took for lost, taken by the worker's other
     # process while the first still runs the attempt.
     with cluster.orc.journal.engine.connect() as conn:

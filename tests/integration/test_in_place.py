@@ -81,6 +81,7 @@ def test_an_activity_run_in_place_and_acked_late_is_not_republished_while_it_run
     handle = cluster.orc.start("placed", key, [queue, queue], 0.0, republish_after + 2, True)
     assert handle.result(timeout=republish_after + 20) == ["message", "in place"]
     assert [how for _, how, _ in runs(cluster, key)] == ["message", "in place"]
+    assert not cluster.started(f"{handle.run_id}:2:1")  # renewed, not marked late
 
 
 def test_a_worker_killed_in_an_activity_run_in_place_and_acked_late_leaves_it_republished(
