@@ -28,7 +28,7 @@ import psycopg
 import redis
 
 from bench import counters
-from orchestrator import migrate
+from orchestrator.journal.sql import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -24,12 +24,13 @@ import time
 from bench.cluster import Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
-from orchestrator.client import Client
-from orchestrator.driver import Driver
-from orchestrator.events import EventType
-from orchestrator.journal import InboxItem, OutboxTask, outcome_key
-from orchestrator.publisher import RecordingPublisher
-from orchestrator.sql_journal import SqlJournal
+from orchestrator.client.runs import Client
+from orchestrator.journal.protocol import outcome_key
+from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model.events import EventType
+from orchestrator.model.records import InboxItem, OutboxTask
+from orchestrator.runtime.driver import Driver
+from orchestrator.runtime.publisher import RecordingPublisher
 
 NAMES = ("step",)
 

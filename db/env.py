@@ -1,11 +1,11 @@
-"""Alembic environment: migrates the database ``orchestrator.migrate`` hands over."""
+"""Alembic environment: migrates the database ``orchestrator.journal.sql.migrate`` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from orchestrator import schema
+from orchestrator.journal.sql import schema
 
 config = context.config
 target_metadata = schema.metadata

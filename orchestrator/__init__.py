@@ -2,11 +2,15 @@
 
 Workflows are ``async def`` functions replayed from their history in Postgres; activities are
 the app's own Celery tasks. Start with :class:`Orchestrator`.
+
+The package is layered, each layer a subpackage importing only those before it: ``model``,
+``engine``, ``journal``, ``runtime``, ``celery`` (the integration), then the surfaces
+(``client``, ``cli``). The public names are importable from here.
 """
 
-from orchestrator.client import RunHandle
-from orchestrator.context import WorkflowContext
-from orchestrator.errors import (
+from orchestrator.client.facade import Orchestrator, RunHandle
+from orchestrator.engine.context import WorkflowContext
+from orchestrator.model.errors import (
     ActivityFailed,
     Cancelled,
     ChildFailed,
@@ -19,9 +23,8 @@ from orchestrator.errors import (
     UnknownWorkflow,
     WorkflowFailed,
 )
-from orchestrator.events import Event, EventType, RunInfo, RunStatus
-from orchestrator.facade import Orchestrator
-from orchestrator.retry import RetryPolicy
+from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
+from orchestrator.model.retry import RetryPolicy
 
 __all__ = [
     "ActivityFailed",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.events import EventType
-from orchestrator.journal import InboxItem, NewRun, OutboxTask, outcome_key, task_id_for
+from orchestrator.journal.protocol import outcome_key
+from orchestrator.model.events import EventType
+from orchestrator.model.records import InboxItem, NewRun, OutboxTask, task_id_for
 
 
 def new_run(run_id: str = "r1", workflow: str = "wf", version: str = "1", **kw: Any) -> NewRun:

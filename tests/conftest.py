@@ -23,10 +23,10 @@ import pytest
 from psycopg.rows import TupleRow
 from sqlalchemy.engine import URL, make_url
 
-from orchestrator import migrate
-from orchestrator.journal import Journal
-from orchestrator.memory_journal import InMemoryJournal
-from orchestrator.sql_journal import SqlJournal
+from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.journal.protocol import Journal
+from orchestrator.journal.sql import migrate
+from orchestrator.journal.sql.journal import SqlJournal
 
 PG_SERVER_ENV = "CONTINUUM_TEST_PG"
 #: A login role with only the runtime grants (``continuum db grant``), no DDL.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.events import TERMINAL_EVENTS, Event, EventType
+from orchestrator.model.events import TERMINAL_EVENTS, Event, EventType
 
 _OUTCOMES = {
     EventType.ACTIVITY_COMPLETED: EventType.ACTIVITY_SCHEDULED,

@@ -20,9 +20,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from orchestrator.events import EventType, NewEvent, RunStatus
-from orchestrator.journal import Batch, Claimed, InboxItem
-from orchestrator.sql_journal import SqlJournal
+from orchestrator.journal.protocol import Batch, Claimed
+from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model.events import EventType, NewEvent, RunStatus
+from orchestrator.model.records import InboxItem
 from tests.builders import completed, new_run, task
 from tests.integration.cluster import wait_for
 

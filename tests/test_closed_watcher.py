@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from orchestrator.events import RunStatus
-from orchestrator.journal import Batch, Lease
-from orchestrator.sql_connection import CLOSED_CHANNEL
-from orchestrator.sql_journal import SqlJournal
+from orchestrator.journal.protocol import Batch, Lease
+from orchestrator.journal.sql.connection import CLOSED_CHANNEL
+from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model.events import RunStatus
 from tests.builders import new_run
 from tests.integration.cluster import wait_for
 

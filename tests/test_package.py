@@ -31,7 +31,7 @@ def test_wheel_ships_migrations_and_upgrades_a_database(wheel: Path, tmp_path: P
     }
     code = (
         "import orchestrator, sys; assert orchestrator.__file__.startswith(sys.argv[1]);"
-        "from orchestrator.cli import main; main(['db', 'upgrade', '--url', sys.argv[2]])"
+        "from orchestrator.cli.main import main; main(['db', 'upgrade', '--url', sys.argv[2]])"
     )
     result = subprocess.run(
         [sys.executable, "-S", "-c", code, str(installed), f"sqlite:///{db}"],

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from orchestrator import migrate, schema, sql_engine
-from orchestrator.context import NAME_LIMIT
+from orchestrator.engine.context import NAME_LIMIT
+from orchestrator.journal.sql import engines, migrate, schema
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -37,7 +37,7 @@ def test_migrations_match_the_declared_schema(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
     assert migrate.current(empty_url) == migrate.head()
-    engine = sql_engine.create(empty_url)
+    engine = engines.create(empty_url)
     try:
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from orchestrator import migrate
+from orchestrator.journal.sql import migrate
 from tests.conftest import RUNTIME_ROLE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, make_url
 
-from orchestrator import sql_engine
-from orchestrator.schema import nodes
+from orchestrator.journal.sql import engines
+from orchestrator.journal.sql.schema import nodes
 from tests.integration.cluster import wait_for
 
 STALL = 0.5
@@ -48,7 +48,7 @@ def _update_rows(conn: Connection) -> None:
 def test_a_session_paused_after_a_multi_row_write_is_ended_by_the_server(
     postgres_url: str, write: Callable[[Connection], None]
 ) -> None:
-    engine = sql_engine.create(postgres_url, stall_timeout=STALL)
+    engine = engines.create(postgres_url, stall_timeout=STALL)
     admin = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
     try:
         with engine.connect() as conn:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import migrate
+from orchestrator.journal.sql import migrate
 from tests.chaos import chaosapp
 
 T = TypeVar("T")

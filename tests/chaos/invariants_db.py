@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from orchestrator.events import Event, EventType, RunInfo, RunStatus
-from orchestrator.sql_journal import SqlJournal
+from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 from tests.invariants import check_history
 
 _TERMINAL_EVENT = {

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from orchestrator.events import EventType, RunStatus
+from orchestrator.model.events import EventType, RunStatus
 from tests.chaos import chaosapp
 from tests.chaos.conftest import Cluster, lease_pid, retrying, wait_for
 from tests.chaos.invariants_db import (

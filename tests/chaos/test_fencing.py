@@ -24,22 +24,16 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator import RetryPolicy, WorkflowContext
-from orchestrator.client import Client
-from orchestrator.config import Settings
-from orchestrator.driver import Driver
-from orchestrator.errors import LeaseLost
-from orchestrator.events import EventType, NewEvent, RunStatus
-from orchestrator.journal import (
-    Batch,
-    NewRun,
-    RunRef,
-    TaskStart,
-    Timer,
-    task_id_for,
-)
-from orchestrator.publisher import RecordingPublisher
-from orchestrator.registry import Registry
-from orchestrator.sql_journal import SqlJournal
+from orchestrator.client.runs import Client
+from orchestrator.engine.registry import Registry
+from orchestrator.journal.protocol import Batch, RunRef, TaskStart
+from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model.errors import LeaseLost
+from orchestrator.model.events import EventType, NewEvent, RunStatus
+from orchestrator.model.records import NewRun, Timer, task_id_for
+from orchestrator.model.settings import Settings
+from orchestrator.runtime.driver import Driver
+from orchestrator.runtime.publisher import RecordingPublisher
 from tests.builders import completed, new_run, task
 from tests.chaos.conftest import Cluster, lease_pid, retrying, wait_for
 from tests.chaos.invariants_db import Executions, check_runs, read_executions

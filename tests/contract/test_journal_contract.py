@@ -17,26 +17,23 @@ from typing import Any, TypeVar
 
 import pytest
 
-from orchestrator.errors import LeaseLost, PayloadError
-from orchestrator.events import Event, EventType, NewEvent, RunInfo, RunStatus, timestamp
-from orchestrator.journal import (
+from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.journal.protocol import (
     Batch,
     Claimed,
     Committed,
     Delivery,
-    InboxItem,
     Journal,
     Lease,
-    OutboxTask,
     RunRef,
     TaskStart,
-    Timer,
     cancel_item,
     outcome_key,
-    task_id_for,
     timer_key,
 )
-from orchestrator.memory_journal import InMemoryJournal
+from orchestrator.model.errors import LeaseLost, PayloadError
+from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus, timestamp
+from orchestrator.model.records import InboxItem, OutboxTask, Timer, task_id_for
 from tests.builders import completed, new_run, task
 from tests.conftest import FakeClock
 

@@ -23,7 +23,7 @@ import psycopg
 import redis
 import sqlalchemy as sa
 
-from orchestrator import migrate, schema
+from orchestrator.journal.sql import migrate, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ from orchestrator import (
     UnknownWorkflow,
     WorkflowContext,
 )
-from orchestrator.errors import ConfigurationError
+from orchestrator.model.errors import ConfigurationError
 from tests.integration.cluster import Cluster
 
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from orchestrator import Cancelled, EventType, RunClosed, RunStatus, UnknownWorkflow
-from orchestrator.journal import NewRun
+from orchestrator.model.records import NewRun
 from tests.integration.cluster import Cluster, wait_for
 from tests.invariants import check_history
 

@@ -11,8 +11,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from orchestrator import EventType, RunStatus, WorkflowFailed, schema
-from orchestrator.sql_rows import outbox_task
+from orchestrator import EventType, RunStatus, WorkflowFailed
+from orchestrator.journal.sql import schema
+from orchestrator.journal.sql.rows import outbox_task
 from tests.integration.cluster import BROKER, Cluster, wait_for
 from tests.invariants import check_history
 

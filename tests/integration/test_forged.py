@@ -7,13 +7,8 @@ import uuid
 import pytest
 
 from orchestrator import RunStatus
-from orchestrator.celery_integration import (
-    HEADER_ATTEMPT,
-    HEADER_COMMAND,
-    HEADER_KIND,
-    HEADER_RUN,
-    REPLAY_TASK,
-)
+from orchestrator.celery import headers
+from orchestrator.celery.publisher import REPLAY_TASK
 from tests.integration.cluster import Cluster, wait_for
 
 
@@ -40,10 +35,10 @@ def test_forged_messages_change_nothing(cluster: Cluster) -> None:
             args=[1, 2],
             task_id=task_id,
             headers={
-                HEADER_RUN: run_id,
-                HEADER_COMMAND: command,
-                HEADER_ATTEMPT: attempt,
-                HEADER_KIND: "activity",
+                headers.RUN: run_id,
+                headers.COMMAND: command,
+                headers.ATTEMPT: attempt,
+                headers.KIND: "activity",
             },
         )
 

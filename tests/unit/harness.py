@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.context import WorkflowInfo
-from orchestrator.events import Event, EventType, NewEvent
-from orchestrator.journal import InboxItem, cancel_item, outcome_key, timer_key
-from orchestrator.replay import Decision, Replayer, WorkflowFn
+from orchestrator.engine.context import WorkflowInfo
+from orchestrator.engine.replay import Decision, Replayer, WorkflowFn
+from orchestrator.journal.protocol import cancel_item, outcome_key, timer_key
+from orchestrator.model.events import Event, EventType, NewEvent
+from orchestrator.model.records import InboxItem
 
 START = 1_700_000_000.0
 

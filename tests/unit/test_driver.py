@@ -8,24 +8,22 @@ from dataclasses import replace
 from typing import Any
 
 from orchestrator import WorkflowContext
-from orchestrator.config import Settings
-from orchestrator.driver import Driver
-from orchestrator.events import EventType, RunStatus
-from orchestrator.journal import (
+from orchestrator.engine.registry import Registry
+from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.journal.protocol import (
     Batch,
     Claimed,
     Committed,
     Delivery,
-    InboxItem,
     Lease,
-    NewRun,
     TaskStart,
     outcome_key,
-    task_id_for,
 )
-from orchestrator.memory_journal import InMemoryJournal
-from orchestrator.publisher import RecordingPublisher
-from orchestrator.registry import Registry
+from orchestrator.model.events import EventType, RunStatus
+from orchestrator.model.records import InboxItem, NewRun, task_id_for
+from orchestrator.model.settings import Settings
+from orchestrator.runtime.driver import Driver
+from orchestrator.runtime.publisher import RecordingPublisher
 from tests.invariants import check_history
 
 

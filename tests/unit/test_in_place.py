@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.config import Settings
-from orchestrator.in_place import InPlace
-from orchestrator.journal import OutboxTask
+from orchestrator.celery.in_place import InPlace
+from orchestrator.model.records import OutboxTask
+from orchestrator.model.settings import Settings
 from tests.builders import task
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from celery import Celery
 
-from orchestrator.celery_integration import HEADER_MARK_BY, CeleryPublisher
-from orchestrator.config import Settings
-from orchestrator.journal import OutboxTask
+from orchestrator.celery.headers import MARK_BY
+from orchestrator.celery.publisher import CeleryPublisher
+from orchestrator.model.records import OutboxTask
+from orchestrator.model.settings import Settings
 from tests.builders import task
 
 
@@ -50,11 +51,11 @@ def test_only_an_attempts_first_message_without_a_timeout_may_start_unrecorded()
     )
     after = time.time()
     # Half the dispatcher's wait before it re-publishes.
-    assert before + 30 <= first[HEADER_MARK_BY] <= after + 30
+    assert before + 30 <= first[MARK_BY] <= after + 30
     # A timeout starts with the start: a killed worker leaves a timeout and a retry behind.
-    assert HEADER_MARK_BY not in timed
+    assert MARK_BY not in timed
     # A copy: the original may still be queued, so the start is recorded before the body.
-    assert HEADER_MARK_BY not in resent
+    assert MARK_BY not in resent
 
 
 def test_a_worker_runs_in_place_only_what_it_would_be_sent_and_could_limit() -> None:

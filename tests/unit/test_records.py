@@ -12,16 +12,10 @@ from uuid import UUID
 
 import pytest
 
-from orchestrator import (
-    PayloadError,
-    RetryPolicy,
-    RunStatus,
-    UnknownWorkflow,
-    WorkflowContext,
-    payloads,
-)
-from orchestrator.registry import Registry, version_key
-from orchestrator.retry import to_seconds
+from orchestrator import PayloadError, RetryPolicy, RunStatus, UnknownWorkflow, WorkflowContext
+from orchestrator.engine.registry import Registry, version_key
+from orchestrator.model import payloads
+from orchestrator.model.retry import to_seconds
 from tests.unit.harness import Harness
 
 # -- RetryPolicy ------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from orchestrator import (
     RunStatus,
     WorkflowContext,
 )
-from orchestrator.events import COMMAND_EVENTS
-from orchestrator.journal import InboxItem, OutboxTask
+from orchestrator.model.events import COMMAND_EVENTS
+from orchestrator.model.records import InboxItem, OutboxTask
 from tests.builders import completed
 from tests.unit.harness import (
     START,

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from orchestrator import WorkflowContext
-from orchestrator.client import Client
-from orchestrator.config import Settings
-from orchestrator.driver import Driver
-from orchestrator.events import EventType, RunStatus
-from orchestrator.journal import RunRef
-from orchestrator.memory_journal import InMemoryJournal
-from orchestrator.publisher import RecordingPublisher
-from orchestrator.registry import Registry
+from orchestrator.client.runs import Client
+from orchestrator.engine.registry import Registry
+from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.journal.protocol import RunRef
+from orchestrator.model.events import EventType, RunStatus
+from orchestrator.model.settings import Settings
+from orchestrator.runtime.driver import Driver
+from orchestrator.runtime.publisher import RecordingPublisher
 from tests.invariants import check_history
 
 

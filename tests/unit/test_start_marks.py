@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from orchestrator.events import RunStatus
-from orchestrator.journal import Batch, TaskStart
-from orchestrator.memory_journal import InMemoryJournal
-from orchestrator.start_marks import LateStartMarks
+from orchestrator.celery.start_marks import LateStartMarks
+from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.journal.protocol import Batch, TaskStart
+from orchestrator.model.events import RunStatus
 from tests.builders import new_run, task
 
 DEADLINE = 10.0

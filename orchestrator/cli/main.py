@@ -1,0 +1,49 @@
+"""The ``continuum`` command, also reachable as ``celery -A proj orchestrator ...``.
+
+The same click commands hang off both groups: standalone, the app comes from ``-A``; under
+Celery, from the Celery CLI context (``ctx.obj.app``). User mistakes (unknown run or workflow,
+malformed JSON) exit non-zero with a one-line message, not a traceback. Each command group
+lives in its own module and is added here.
+"""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.cli import control, db, processes, runs
+
+_COMMANDS: list[click.Command] = [
+    processes.dispatcher_cmd,
+    processes.dev_cmd,
+    db.db_group,
+    control.start_cmd,
+    control.result_cmd,
+    control.signal_cmd,
+    control.cancel_cmd,
+    runs.runs_group,
+]
+
+
+@click.group("continuum")
+@click.option(
+    "-A",
+    "--app",
+    "app_name",
+    default=None,
+    envvar="CONTINUUM_APP",
+    help="the Celery app module, e.g. tasks or proj.celery:app",
+)
+@click.pass_context
+def main(ctx: click.Context, app_name: str | None) -> None:
+    """Continuum: durable workflows for Celery."""
+    ctx.obj = {"app": app_name}
+
+
+@click.group("orchestrator")
+def celery_command() -> None:
+    """Durable workflows: dispatcher, runs, db (Continuum)."""
+
+
+for _command in _COMMANDS:
+    main.add_command(_command)
+    celery_command.add_command(_command)

@@ -1,0 +1,547 @@
+"""The journal in memory: the same contract as the SQL journal, held in one process.
+
+Its rows, and why they keep payloads as JSON text, are in :mod:`orchestrator.journal.memory.rows`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from orchestrator.journal.memory.rows import (
+    ACTIVE,
+    EventRow,
+    InboxRow,
+    RunRow,
+    TaskRow,
+    read_history,
+    task_row,
+)
+from orchestrator.journal.protocol import (
+    INHERITED_BY_CONTINUATION,
+    Batch,
+    Claimed,
+    Committed,
+    Delivery,
+    Lease,
+    RunRef,
+    TaskStart,
+    cancel_item,
+    child_outcome_item,
+    collect_dispatch,
+    timed_out_item,
+    timer_key,
+)
+from orchestrator.model import payloads
+from orchestrator.model.errors import LeaseLost
+from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
+from orchestrator.model.records import InboxItem, NewRun, OutboxTask
+
+
+class InMemoryJournal:
+    """A :class:`~orchestrator.journal.protocol.Journal` held in memory, for fast tests of
+    replay logic.
+
+    It keeps the contract to the letter, so that code tested against it behaves the same on
+    SQLite and Postgres: the contract suite (``tests/contract``) runs on all three. One lock
+    guards all state, which makes every method one atomic step; ``wait_closed`` and
+    ``wait_wakeup`` sleep on conditions of that lock. Nothing survives the process.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()  # commit() is reused inside the one-step calls
+        self._closed = threading.Condition(self._lock)
+        self._woken = threading.Condition(self._lock)
+        self._wakeups = 0
+        self._runs: dict[str, RunRow] = {}
+        self._tasks: dict[str, TaskRow] = {}
+        self._timers: dict[tuple[str, int], float] = {}
+        self._nodes: dict[tuple[str, str, str], float] = {}  # (node, workflow, version) -> beat
+        self._inbox_ids = itertools.count(1)
+
+    # -- runs -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to release: the state lives in this object."""
+
+    def create_run(self, run: NewRun) -> bool:
+        with self._lock:
+            new = self._new_run(run, self._clock())
+            if run.run_id in self._runs:
+                return False
+            self._runs[run.run_id] = new
+            return True
+
+    def _new_run(self, run: NewRun, now: float) -> RunRow:
+        """The run as stored, not yet inserted (so a payload error leaves nothing behind)."""
+        args = payloads.encode(run.args, "workflow arguments")
+        started = NewEvent(
+            type=EventType.RUN_STARTED,
+            data={"workflow": run.workflow, "version": run.version, "args": run.args},
+        )
+        return RunRow(
+            new=run,
+            args=args,
+            created_at=now,
+            dispatched_at=now,
+            updated_at=now,
+            events=[EventRow.of(1, started, now)],
+        )
+
+    def describe(self, run_id: str) -> RunInfo | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return None if run is None else run.info()
+
+    def resolve_tip(self, run_id: str) -> str | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            if run.status is not RunStatus.CONTINUED:
+                return run_id
+            live = [
+                r
+                for r in self._runs.values()
+                if r.chain == run.chain and r.status is not RunStatus.CONTINUED
+            ]
+            return max(live, key=lambda r: r.created_at).new.run_id if live else run_id
+
+    def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return [] if run is None else read_history(run, after_seq)
+
+    def list_runs(
+        self, *, status: RunStatus | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        with self._lock:
+            found = [
+                r
+                for r in self._runs.values()
+                if (status is None or r.status is RunStatus(status))
+                and (workflow is None or r.new.workflow == workflow)
+            ]
+            found.sort(key=lambda r: (-r.created_at, r.new.run_id))
+            return [r.info() for r in found[:limit]]
+
+    def wait_closed(self, run_id: str, timeout: float | None) -> RunInfo | None:
+        def closed() -> bool:
+            run = self._runs.get(run_id)
+            return run is None or run.status.terminal
+
+        with self._lock:
+            if not self._closed.wait_for(closed, timeout):
+                return None
+            run = self._runs.get(run_id)
+            return None if run is None else run.info()
+
+    # -- the lease holder -------------------------------------------------------------------
+    def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
+        with self._lock:
+            return self._claim(run_id, owner, ttl, after_seq, self._clock())
+
+    def claim_and_commit(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[Claimed | None, Committed | None]:
+        with self._lock:
+            claimed = self._claim(run_id, owner, ttl, after_seq, self._clock())
+            return claimed, None if claimed is None else self._decided(claimed, decide)
+
+    def start_and_claim(
+        self,
+        run: NewRun,
+        *,
+        owner: str,
+        ttl: float,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[bool, Claimed | None, Committed | None]:
+        with self._lock:
+            if not self.create_run(run):
+                return False, None, None
+            return (True, *self.claim_and_commit(run.run_id, owner=owner, ttl=ttl, decide=decide))
+
+    def _decided(
+        self, claimed: Claimed, decide: Callable[[Claimed], Batch | None] | None
+    ) -> Committed | None:
+        batch = decide(claimed) if decide is not None else None
+        return None if batch is None else self.commit(claimed.lease, batch)
+
+    def deliver_and_claim(
+        self,
+        run_id: str,
+        item: InboxItem,
+        *,
+        task_id: str | None = None,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None] | None = None,
+    ) -> tuple[Delivery, Claimed | None, Committed | None]:
+        with self._lock:
+            now = self._clock()
+            delivery = self._deliver(run_id, item, task_id, now)
+            if delivery.dispatch is None:
+                return delivery, None, None
+            claimed = self._claim(run_id, owner, ttl, after_seq, now)
+            if claimed is None:
+                return delivery, None, None
+            return Delivery(accepted=True), claimed, self._decided(claimed, decide)
+
+    def _claim(
+        self, run_id: str, owner: str, ttl: float, after_seq: int, now: float
+    ) -> Claimed | None:
+        run = self._runs.get(run_id)
+        if run is None or run.status not in ACTIVE or not run.lease_free(now):
+            return None
+        run.lease_owner = owner
+        run.lease_token += 1
+        run.lease_expires_at = now + ttl
+        run.status = RunStatus.RUNNING
+        run.updated_at = now
+        lease = Lease(run_id=run_id, owner=owner, token=run.lease_token, expires_at=now + ttl)
+        return Claimed(
+            lease=lease,
+            run=run.info(),
+            history=read_history(run, after_seq),
+            inbox=[row.read() for row in run.inbox.values()],
+            last_seq=run.last_seq,
+        )
+
+    def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
+        with self._lock:
+            now = self._clock()
+            run = self._leased(lease)
+            # Everything that can fail is prepared before the first write.
+            rows = [EventRow.of(run.last_seq + i, e, now) for i, e in enumerate(batch.events, 1)]
+            tasks = [task_row(task, now) for task in batch.tasks]
+            children = [self._new_run(child, now) for child in batch.children]
+            continuation = None
+            if batch.continuation is not None:
+                continuation = self._new_run(batch.continuation, now)
+            result, error = run.result, run.error
+            if batch.status is not None:
+                result = payloads.encode(batch.result, "workflow result")
+                error = None if batch.error is None else json.dumps(batch.error)
+            self._refuse_duplicates(lease.run_id, batch)
+
+            run.events += rows
+            run.last_seq += len(rows)
+            for item_id in batch.absorbed:
+                run.inbox.pop(item_id, None)
+            self._tasks.update((row.spec.task_id, row) for row in tasks)
+            self._timers.update(((t.run_id, t.command_id), t.fire_at) for t in batch.timers)
+            dispatch = [child.ref() for child in children if self._insert(child)]
+            if continuation is not None:
+                if self._insert(continuation):
+                    dispatch.append(continuation.ref())
+                run.continued_to_run_id = continuation.new.run_id
+            if batch.status is not None:
+                run.status, run.reason = RunStatus(batch.status), batch.reason
+            run.result, run.error = result, error
+            status = run.status
+            run.updated_at = now
+            if status.terminal:
+                run.closed_at = now
+                if continuation is not None:
+                    self._hand_over(run, self._runs[continuation.new.run_id])
+                self._drop_leftovers(run)
+            pending = bool(run.inbox)
+            if release:
+                self._release_after_commit(run, pending, now)
+            dispatch += self._tell_relatives(run, status, batch, now)
+            if status.terminal:
+                self._closed.notify_all()
+            if batch.timers or any(t.available_at > now for t in batch.tasks):
+                self._wake()
+            return Committed(last_seq=run.last_seq, pending_inbox=pending, dispatch=dispatch)
+
+    @staticmethod
+    def _release_after_commit(run: RunRow, pending: bool, now: float) -> None:
+        run.lease_owner = run.lease_expires_at = None
+        if run.status is RunStatus.BLOCKED:
+            run.dispatched_at = now  # retried after ``redispatch_after``, not at once
+        elif pending or run.status is RunStatus.RUNNING:
+            run.status = RunStatus.RUNNABLE  # the committer dispatches the next replay
+        else:
+            run.dispatched_at = None  # nothing to replay until the next fact arrives
+
+    def _tell_relatives(
+        self, run: RunRow, status: RunStatus, batch: Batch, now: float
+    ) -> list[RunRef]:
+        """Deliver a cancel request to children, and a child's end to its parent."""
+        refs: list[RunRef] = []
+        ended = status.terminal and status is not RunStatus.CONTINUED
+        cancels = [e for e in batch.events if e.type == EventType.CANCEL_REQUESTED]
+        if cancels or ended:
+            reason = batch.reason if status.terminal else cancels[0].data.get("reason")
+            refs += self._cancel_children(run, None if reason is None else str(reason), now)
+        if ended and run.new.parent_run_id is not None:
+            item = child_outcome_item(run.info(), status)
+            collect_dispatch(refs, self._deliver(run.new.parent_run_id, item, None, now))
+        return refs
+
+    def _leased(self, lease: Lease) -> RunRow:
+        run = self._runs.get(lease.run_id)
+        if run is None or run.lease_owner != lease.owner or run.lease_token != lease.token:
+            raise LeaseLost(lease.run_id, lease.owner, lease.token)
+        return run
+
+    def _refuse_duplicates(self, run_id: str, batch: Batch) -> None:
+        """A task id or timer that exists already fails the commit (a primary key in SQL)."""
+        task_ids = [t.task_id for t in batch.tasks]
+        timer_keys = [(t.run_id, t.command_id) for t in batch.timers]
+        if len(set(task_ids)) < len(task_ids) or any(i in self._tasks for i in task_ids):
+            raise ValueError(f"run {run_id}: commit repeats an outbox task id {task_ids}")
+        if len(set(timer_keys)) < len(timer_keys) or any(k in self._timers for k in timer_keys):
+            raise ValueError(f"run {run_id}: commit repeats a timer {timer_keys}")
+
+    def _insert(self, run: RunRow) -> bool:
+        if run.new.run_id in self._runs:
+            return False
+        self._runs[run.new.run_id] = run
+        return True
+
+    @staticmethod
+    def _hand_over(run: RunRow, successor: RunRow) -> None:
+        for item_id, row in list(run.inbox.items()):
+            if row.item.type in INHERITED_BY_CONTINUATION:
+                successor.inbox[item_id] = run.inbox.pop(item_id)
+                successor.keys.add(row.item.dedupe_key)
+
+    def _drop_leftovers(self, run: RunRow) -> None:
+        run_id = run.new.run_id
+        run.inbox.clear()
+        for key in [k for k in self._timers if k[0] == run_id]:
+            del self._timers[key]
+        for task in self._tasks.values():
+            if task.spec.run_id == run_id:
+                task.finished = True
+
+    def _cancel_children(self, parent: RunRow, reason: str | None, now: float) -> list[RunRef]:
+        parent_id = parent.new.run_id
+        item = cancel_item(reason or f"parent {parent_id} was cancelled or ended")
+        refs: list[RunRef] = []
+        for child in list(self._runs.values()):
+            new = child.new
+            if (
+                new.parent_run_id == parent_id
+                and new.parent_close_policy == "cancel"
+                and not child.status.terminal
+            ):
+                collect_dispatch(refs, self._deliver(new.run_id, item, None, now))
+        return refs
+
+    def release(self, lease: Lease, *, reason: str | None = None) -> None:
+        with self._lock:
+            run = self._runs.get(lease.run_id)
+            if run is None or run.lease_owner != lease.owner or run.lease_token != lease.token:
+                return
+            run.lease_owner = run.lease_expires_at = None
+            run.updated_at = self._clock()
+            if reason is not None:
+                run.reason = reason
+            if run.status is RunStatus.RUNNING:
+                run.status = RunStatus.RUNNABLE
+
+    # -- facts from outside -----------------------------------------------------------------
+    def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
+        with self._lock:
+            return self._deliver(run_id, item, task_id, self._clock())
+
+    def _deliver(self, run_id: str, item: InboxItem, task_id: str | None, now: float) -> Delivery:
+        run = self._runs.get(run_id)
+        if run is None or run.status.terminal:
+            return Delivery(accepted=False)
+        data = payloads.encode(item.data, f"{item.type} inbox item")
+        if item.dedupe_key in run.keys:
+            return Delivery(accepted=False)
+        task = self._tasks.get(task_id) if task_id is not None else None
+        if task_id is not None and (task is None or task.finished or task.spec.run_id != run_id):
+            return Delivery(accepted=False)  # not an attempt this run is waiting for
+        item_id = next(self._inbox_ids)
+        stored = replace(item, type=EventType(item.type), id=item_id, at=now)
+        run.inbox[item_id] = InboxRow(stored, data)
+        run.keys.add(item.dedupe_key)
+        if task is not None:
+            task.finished = True
+        if run.status is RunStatus.SUSPENDED:
+            run.status = RunStatus.RUNNABLE
+        run.updated_at = now
+        dispatch = (
+            run.status is not RunStatus.BLOCKED
+            and run.lease_free(now)
+            and run.dispatched_at is None
+        )
+        if dispatch:
+            run.dispatched_at = now
+        return Delivery(accepted=True, dispatch=run.ref() if dispatch else None)
+
+    def mark_started(self, task_id: str) -> TaskStart:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.finished:
+                return TaskStart.ENDED
+            if task.started_at is not None:
+                return TaskStart.RUNNING
+            task.started_at = now = self._clock()
+            timeout = task.spec.timeout_seconds
+            task.deadline_at = None if timeout is None else now + timeout
+            return TaskStart.STARTED
+
+    def renew_unstarted(self, task_id: str) -> bool:
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None or task.finished or task.started_at is not None:
+                return False
+            task.published_at = self._clock()
+            return True
+
+    # -- the dispatcher ---------------------------------------------------------------------
+    def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
+        with self._lock:
+            now = self._clock()
+            due = sorted(
+                (fire_at, key)
+                for key, fire_at in self._timers.items()
+                if fire_at <= now and key[0] in self._runs
+            )
+            refs: list[RunRef] = []
+            for _, (run_id, command_id) in due[:limit]:
+                del self._timers[(run_id, command_id)]
+                item = InboxItem(
+                    dedupe_key=timer_key(command_id),
+                    type=EventType.TIMER_FIRED,
+                    command_id=command_id,
+                )
+                collect_dispatch(refs, self._deliver(run_id, item, None, now))
+            return refs
+
+    def expire_tasks(self, limit: int = 100) -> list[RunRef]:
+        with self._lock:
+            now = self._clock()
+            expired = sorted(
+                (
+                    t
+                    for t in self._tasks.values()
+                    if not t.finished and t.deadline_at is not None and t.deadline_at <= now
+                ),
+                key=lambda t: t.deadline_at or 0.0,
+            )
+            refs: list[RunRef] = []
+            for task in expired[:limit]:
+                spec = task.spec
+                item = timed_out_item(
+                    spec.command_id, spec.attempt, spec.kind, spec.task_name, spec.timeout_seconds
+                )
+                collect_dispatch(refs, self._deliver(spec.run_id, item, spec.task_id, now))
+                task.finished = True
+            return refs
+
+    def take_unpublished(self, *, republish_after: float, limit: int = 100) -> list[OutboxTask]:
+        with self._lock:
+            now = self._clock()
+
+            def due(t: TaskRow) -> bool:
+                if t.finished:
+                    return False
+                if t.published_at is None:
+                    return t.spec.available_at <= now
+                return t.started_at is None and t.published_at <= now - republish_after
+
+            taken = sorted(filter(due, self._tasks.values()), key=lambda t: t.spec.available_at)
+            out = []
+            for task in taken[:limit]:
+                out.append(replace(task.read(), resent=task.published_at is not None))
+                task.published_at = now
+            return out
+
+    def take_runnable(
+        self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None
+    ) -> list[RunRef]:
+        with self._lock:
+            now = self._clock()
+            live = None if node_ttl is None else self._live_versions(now, node_ttl)
+
+            def needs_replay(run: RunRow) -> bool:
+                if run.status is RunStatus.RUNNABLE:
+                    return run.lease_free(now)
+                if run.status is RunStatus.RUNNING:
+                    return run.lease_expires_at is not None and run.lease_expires_at <= now
+                return run.status is RunStatus.BLOCKED
+
+            taken = [
+                run
+                for run in self._runs.values()
+                if needs_replay(run)
+                and (run.dispatched_at is None or run.dispatched_at <= now - redispatch_after)
+                and (live is None or (run.new.workflow, run.new.version) in live)
+            ][:limit]
+            for run in taken:
+                run.dispatched_at = now
+            return [run.ref() for run in taken]
+
+    # -- the version registry ---------------------------------------------------------------
+    def register_node(
+        self, node_id: str, versions: Sequence[tuple[str, str]], *, node_ttl: float
+    ) -> int:
+        with self._lock:
+            now = self._clock()
+            live_before = self._live_versions(now, node_ttl)
+            for key in [k for k in self._nodes if k[0] == node_id]:
+                del self._nodes[key]
+            wanted = set(versions)
+            self._nodes.update(((node_id, w, v), now) for w, v in wanted)
+            revived = 0
+            for run in self._runs.values():
+                version = (run.new.workflow, run.new.version)
+                if run.status in ACTIVE and version in wanted - live_before:
+                    run.dispatched_at = None
+                    revived += 1
+            return revived
+
+    def unregister_node(self, node_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._nodes if k[0] == node_id]:
+                del self._nodes[key]
+
+    def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
+        with self._lock:
+            return self._live_versions(self._clock(), node_ttl)
+
+    def _live_versions(self, now: float, ttl: float) -> set[tuple[str, str]]:
+        return {(w, v) for (_, w, v), beat in self._nodes.items() if beat > now - ttl}
+
+    def next_wakeup(self) -> float | None:
+        with self._lock:
+            due = list(self._timers.values())
+            due += [
+                t.spec.available_at
+                for t in self._tasks.values()
+                if not t.finished and t.published_at is None
+            ]
+            return min(due, default=None)
+
+    def wait_wakeup(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        with self._lock:
+            seen = self._wakeups
+            self._woken.wait_for(lambda: self._wakeups != seen, timeout)
+
+    def _wake(self) -> None:
+        self._wakeups += 1
+        self._woken.notify_all()
+
+
+__all__ = ["InMemoryJournal"]

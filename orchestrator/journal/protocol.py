@@ -1,0 +1,403 @@
+"""The journal contract: one protocol, the records it speaks, and the guarantees it keeps.
+
+A run's history is written only by the holder of the run's lease. Facts from outside
+(activity outcomes, fired timers, signals, ...) go into the run's *inbox*, idempotently by
+a dedupe key; the lease holder absorbs the inbox into the history in the same transaction
+that appends its own decisions, so the history is exactly what the replayer saw.
+
+Every method is one transaction. Methods that write a run's history check the caller's
+lease (owner and fencing token) under a lock on the run's row and raise
+:class:`~orchestrator.model.errors.LeaseLost`, writing nothing, when it is no longer theirs.
+Times are epoch seconds from the journal's clock (a constructor argument, for tests).
+
+Replay-in-flight bookkeeping (``dispatched_at`` on the run): set by ``create_run``,
+``deliver`` (when it asks the caller to dispatch), the dispatcher's ``take_*`` methods and a
+timer or deadline firing; cleared by a releasing commit that leaves the run ``suspended`` or
+terminal; set to now by one that leaves it ``blocked`` (so a blocked run is retried only
+after ``redispatch_after``). Outbox tasks due at commit time are recorded as published then:
+the committer publishes them right after the commit, and the dispatcher re-publishes any
+that no worker started within ``republish_after``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
+from orchestrator.model.records import InboxItem, NewRun, OutboxTask, Timer
+
+
+class TaskStart(enum.Enum):
+    """What :meth:`Journal.mark_started` found, and so whether a copy of a task runs."""
+
+    #: This call started the attempt: run it.
+    STARTED = "started"
+    #: Started before and not ended: a copy. Run it only as a redelivery of the message (the
+    #: worker that took it first died) or as the task's own Celery retry.
+    RUNNING = "running"
+    #: Ended (its outcome journaled, timed out, no longer awaited) or unknown: nothing would
+    #: take its outcome, so it does not run.
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """The right to write one run's history, proved on every write by ``owner`` and ``token``."""
+
+    run_id: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Batch:
+    """Everything one replay decided, committed in one transaction.
+
+    ``absorbed`` are the inbox item ids whose events are among ``events`` (they are marked
+    absorbed); ``status`` is the run's status after the commit (``None`` keeps it);
+    ``children`` are child runs to insert (their ``child_started`` is among ``events``);
+    ``continuation`` is the run that continues this one (status ``continued``).
+    """
+
+    events: Sequence[NewEvent] = ()
+    absorbed: Sequence[int] = ()
+    tasks: Sequence[OutboxTask] = ()
+    timers: Sequence[Timer] = ()
+    children: Sequence[NewRun] = ()
+    continuation: NewRun | None = None
+    status: RunStatus | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed:
+    """A successful claim: the lease, the run, history after ``after_seq``, and the inbox."""
+
+    lease: Lease
+    run: RunInfo
+    history: list[Event]
+    inbox: list[InboxItem]
+    last_seq: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Committed:
+    """What a commit did: the last sequence number, whether inbox items are still waiting,
+    and the runs it made runnable that the committer should dispatch (new children, the
+    continuation, a parent told of its child's end, children told to cancel)."""
+
+    last_seq: int
+    pending_inbox: bool
+    dispatch: Sequence[RunRef] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRef:
+    """Enough of a run to publish its replay task (routing needs the workflow and version)."""
+
+    run_id: str
+    workflow: str
+    version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """The outcome of an inbox insert.
+
+    ``accepted``: the item was new (not a duplicate) and the run can still take it.
+    ``dispatch``: the caller should publish a replay for ``run`` now (no replay was in flight).
+    """
+
+    accepted: bool
+    dispatch: RunRef | None = None
+
+
+#: Inbox items a run that continues as new hands, unabsorbed, to its continuation: they were
+#: sent to the chain, not to one generation of it.
+INHERITED_BY_CONTINUATION = (EventType.SIGNAL_RECEIVED, EventType.CANCEL_REQUESTED)
+
+
+def collect_dispatch(refs: list[RunRef], delivery: Delivery) -> None:
+    """Add the run a delivery asks to dispatch to ``refs``, once."""
+    if delivery.dispatch is not None and delivery.dispatch not in refs:
+        refs.append(delivery.dispatch)
+
+
+def outcome_key(command_id: int, attempt: int) -> str:
+    """Dedupe key of an activity attempt's outcome: completion, failure and timeout share it,
+    so exactly one of them is journaled per attempt."""
+    return f"outcome:{command_id}:{attempt}"
+
+
+def child_outcome_item(run: RunInfo, status: RunStatus) -> InboxItem:
+    """What a child's end puts into its parent's inbox (keyed by the parent's command)."""
+    assert run.parent_command_id is not None
+    data: dict[str, Any] = {"child_run_id": run.run_id}
+    if status is RunStatus.COMPLETED:
+        kind, data["result"] = EventType.CHILD_COMPLETED, run.result
+    elif status is RunStatus.FAILED:
+        kind, data["error"] = EventType.CHILD_FAILED, run.error
+    else:
+        kind, data["reason"] = EventType.CHILD_CANCELLED, run.reason
+    return InboxItem(
+        dedupe_key=f"child:{run.parent_command_id}",
+        type=kind,
+        command_id=run.parent_command_id,
+        data=data,
+    )
+
+
+def cancel_item(reason: str | None) -> InboxItem:
+    """A cancellation request; one per run is journaled."""
+    return InboxItem(dedupe_key="cancel", type=EventType.CANCEL_REQUESTED, data={"reason": reason})
+
+
+def timed_out_item(
+    command_id: int, attempt: int, kind: str, task_name: str, timeout: float | None
+) -> InboxItem:
+    """The inbox item recording that an attempt ran past its start-to-close timeout."""
+    error = {
+        "type": "TimeoutError",
+        "message": f"{task_name} attempt {attempt} did not finish within {timeout} seconds",
+        "traceback": None,
+    }
+    return InboxItem(
+        dedupe_key=outcome_key(command_id, attempt),
+        type=EventType.COMPENSATION_FAILED
+        if kind == "compensation"
+        else EventType.ACTIVITY_TIMED_OUT,
+        command_id=command_id,
+        attempt=attempt,
+        data={"error": error},
+    )
+
+
+def timer_key(command_id: int) -> str:
+    """Dedupe key of a timer's firing."""
+    return f"timer:{command_id}"
+
+
+class Journal(Protocol):
+    """Durable storage of runs, histories, inboxes, the outbox and timers."""
+
+    def close(self) -> None:
+        """Release connections and listeners (a no-op where there are none)."""
+        ...
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, run: NewRun) -> bool:
+        """Insert the run (status ``runnable``, a replay marked in flight) and its
+        ``run_started`` event (seq 1), in one transaction.
+
+        Idempotent by run id: returns ``False`` and changes nothing when the id exists.
+        """
+        ...
+
+    def describe(self, run_id: str) -> RunInfo | None:
+        """The run's summary, or ``None`` for an unknown id."""
+        ...
+
+    def resolve_tip(self, run_id: str) -> str | None:
+        """The live tip of ``run_id``'s continue-as-new chain (itself when it has no
+        successor; ``None`` for an unknown id). One lookup, not a walk along the chain."""
+        ...
+
+    def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
+        """The run's events with ``seq > after_seq``, in order."""
+        ...
+
+    def list_runs(
+        self, *, status: RunStatus | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        """Runs, newest first, optionally filtered."""
+        ...
+
+    def wait_closed(self, run_id: str, timeout: float | None) -> RunInfo | None:
+        """Block until the run is terminal (its info) or ``timeout`` seconds pass (``None``).
+
+        Waits on a notification where the backend has one, with a bounded poll otherwise;
+        never a tight loop.
+        """
+        ...
+
+    # -- the lease holder -------------------------------------------------------------------
+    def claim(self, run_id: str, owner: str, ttl: float, after_seq: int = 0) -> Claimed | None:
+        """Take the run's lease: a CAS that succeeds only when the lease is free or expired
+        and the run has work (status ``runnable``, ``running`` under an expired lease, or
+        ``blocked``). The fencing token goes up by one on every successful claim; the run
+        becomes ``running``. Returns the history after ``after_seq`` and the whole inbox,
+        read in the same transaction; ``None`` when the claim fails.
+        """
+        ...
+
+    def claim_and_commit(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[Claimed | None, Committed | None]:
+        """:meth:`claim`, then hand the claim to ``decide`` inside the same transaction, the
+        run's row still locked; a batch it returns is committed there too, releasing the
+        lease: one transaction for the whole step. ``decide`` may be called again if the
+        transaction is retried. Returns the claim (``None`` when it failed) and the commit if
+        one was made; a claim with no commit is the caller's to commit or release.
+        """
+        ...
+
+    def start_and_claim(
+        self,
+        run: NewRun,
+        *,
+        owner: str,
+        ttl: float,
+        decide: Callable[[Claimed], Batch | None],
+    ) -> tuple[bool, Claimed | None, Committed | None]:
+        """:meth:`create_run`, then :meth:`claim_and_commit` of the new run in the same
+        transaction: a start that takes the run's first step itself commits once. Returns
+        whether the run was created (``False``: its id is taken, and nothing was done), the
+        claim and the commit if one was made. ``decide`` may be called before the run is
+        inserted (so that the step can be written with it); when the id turns out taken, what
+        it decided is dropped.
+        """
+        ...
+
+    def commit(self, lease: Lease, batch: Batch, *, release: bool = True) -> Committed:
+        """Append ``batch`` under ``lease``, in one transaction: lock the run row, check owner
+        and token (:class:`LeaseLost`, nothing written, when they changed), assign the next
+        sequence numbers, insert events, outbox tasks and timers, delete absorbed inbox items,
+        set status/result/error/reason. On ``release`` the lease is cleared; a run left with
+        inbox items is then ``runnable`` (``pending_inbox``) for its next replay. A terminal
+        status drops the run's remaining inbox items, timers and unfinished tasks, except that a
+        continuation inherits the unabsorbed signals and cancellation
+        (:data:`INHERITED_BY_CONTINUATION`).
+
+        In the same transaction: ``children`` and ``continuation`` runs are inserted (with
+        their ``run_started``; a continuation sets ``continued_to_run_id``); absorbing a
+        ``cancel_requested``, or ending, delivers ``cancel_requested`` to the run's unfinished
+        children whose policy is ``cancel``; a child's end (other than ``continued``) is
+        delivered to its parent's inbox (:func:`child_outcome_item`). Runs so made runnable
+        are returned in ``Committed.dispatch``.
+        """
+        ...
+
+    def release(self, lease: Lease, *, reason: str | None = None) -> None:
+        """Give the lease up without writing history (no-op when it is no longer ours); a
+        ``running`` run goes back to ``runnable``, its replay still marked in flight.
+        ``reason`` (e.g. the node lacks the run's workflow version) is shown by describe."""
+        ...
+
+    # -- facts from outside -----------------------------------------------------------------
+    def deliver(self, run_id: str, item: InboxItem, *, task_id: str | None = None) -> Delivery:
+        """Insert ``item`` into the run's inbox, idempotently by its dedupe key, and make the
+        run ``runnable`` (unless it is ``blocked``). A terminal or unknown run takes nothing.
+        With ``task_id`` (an attempt's outcome) the item is taken only while that outbox task
+        of this run is unfinished, and the task is then marked finished in the same
+        transaction: a late outcome of a superseded attempt, or one for an attempt that was
+        never scheduled, is not accepted.
+        When no replay is in flight and the lease is free, marks one in flight and returns
+        the run in ``dispatch`` for the caller to publish.
+        """
+        ...
+
+    def deliver_and_claim(
+        self,
+        run_id: str,
+        item: InboxItem,
+        *,
+        task_id: str | None = None,
+        owner: str,
+        ttl: float,
+        after_seq: int = 0,
+        decide: Callable[[Claimed], Batch | None] | None = None,
+    ) -> tuple[Delivery, Claimed | None, Committed | None]:
+        """:meth:`deliver`, and in the same transaction, where ``deliver`` would ask for a
+        dispatch, :meth:`claim` for ``owner`` instead (the hot path: no broker hop).
+
+        With ``decide``, the claim is handed to it inside the transaction, the run's row still
+        locked; a batch it returns is committed there too, releasing the lease: one
+        transaction for the whole step. ``decide`` may be called again if the transaction is
+        retried. Returns the delivery (with no ``dispatch`` when claimed), the claim, and the
+        commit if one was made.
+        """
+        ...
+
+    def mark_started(self, task_id: str) -> TaskStart:
+        """Record that a worker is about to run the task (its start-to-close deadline starts
+        now): a CAS, so one copy of an attempt runs. Anything but ``STARTED`` writes nothing.
+        """
+        ...
+
+    def renew_unstarted(self, task_id: str) -> bool:
+        """Say that the task, run in place with its start unrecorded, is still running: its
+        publish time becomes now, so the dispatcher does not take it for lost for another
+        ``republish_after`` seconds (see :mod:`orchestrator.celery.in_place`). ``False`` (nothing
+        written) when it has started or ended.
+        """
+        ...
+
+    # -- the dispatcher ---------------------------------------------------------------------
+    def fire_due_timers(self, limit: int = 100) -> list[RunRef]:
+        """Move due timers into their runs' inboxes (``timer_fired``); the runs to dispatch."""
+        ...
+
+    def expire_tasks(self, limit: int = 100) -> list[RunRef]:
+        """Started tasks past their deadline are finished and become inbox items under their
+        :func:`outcome_key` (so a late outcome is dropped): ``activity_timed_out`` for an
+        activity, ``compensation_failed`` with a ``TimeoutError`` for a compensation. Returns
+        the runs to dispatch.
+        """
+        ...
+
+    def take_unpublished(self, *, republish_after: float, limit: int = 100) -> list[OutboxTask]:
+        """Unfinished outbox tasks to (re)publish, marking them published now: delayed ones
+        (retry backoff) that became due, and published ones not started within
+        ``republish_after`` seconds (their message was lost, or the publisher crashed after the
+        commit), these ``resent``. Rows locked by another dispatcher are skipped.
+        """
+        ...
+
+    def take_runnable(
+        self, *, redispatch_after: float, limit: int = 100, node_ttl: float | None = None
+    ) -> list[RunRef]:
+        """Runs that need a replay and have none in flight (or its message is older than
+        ``redispatch_after``): runnable with a free lease, running with an expired lease,
+        blocked ones to retry. Marks a replay in flight. Rows locked elsewhere are skipped.
+        With ``node_ttl``, only runs whose workflow version a node has registered within
+        ``node_ttl`` seconds are taken (the others wait for such a node).
+        """
+        ...
+
+    # -- the version registry ---------------------------------------------------------------
+    def register_node(
+        self, node_id: str, versions: Sequence[tuple[str, str]], *, node_ttl: float
+    ) -> int:
+        """Record (heartbeat) the workflow versions ``node_id`` can replay, forgetting the
+        ones it no longer has. Runs of versions that no live node had before are made
+        dispatchable at once; returns how many."""
+        ...
+
+    def unregister_node(self, node_id: str) -> None:
+        """Forget a node (it is shutting down)."""
+        ...
+
+    def live_versions(self, *, node_ttl: float) -> set[tuple[str, str]]:
+        """The (workflow, version) pairs some node registered within ``node_ttl`` seconds."""
+        ...
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a timer fires or a delayed task becomes due (``None``: none)."""
+        ...
+
+    def wait_wakeup(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when a commit added a timer or a
+        delayed task (Postgres ``NOTIFY``); a plain bounded sleep where there is no signal."""
+        ...
