@@ -41,6 +41,7 @@ async def careful_gallery(ctx: WorkflowContext, image: str) -> str:
 # --8<-- [end:workflow]
 
 
+# --8<-- [start:tests]
 def test_children_run_as_runs_of_their_own(workflows: Orchestrator) -> None:
     handle = orc.start(gallery, ["a.png", "b.png"])
     assert handle.result(timeout=10) == {
@@ -57,3 +58,6 @@ def test_a_failed_child_raises_child_failed_in_the_parent(workflows: Orchestrato
     # The child failed because its activity did: the message names both.
     assert outcome.startswith("no thumbnail: run ")
     assert outcome.endswith("ValueError: cannot resize c.png to width 0")
+
+
+# --8<-- [end:tests]

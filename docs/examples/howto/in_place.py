@@ -20,8 +20,12 @@ async def steps(ctx: WorkflowContext, count: int) -> list[bool]:
     return [await ctx.activity(step, n) for n in range(count)]
 
 
+# --8<-- [start:test]
 def test_the_next_activity_runs_where_the_last_one_ended(workflows: Orchestrator) -> None:
     handle = orc.start(steps, 4)
     ran_in_place = handle.result(timeout=10)
     # The first goes out as a message from ``orc.start``; the worker that runs it runs the rest.
     assert ran_in_place == [False, True, True, True]
+
+
+# --8<-- [end:test]
