@@ -1,6 +1,6 @@
 """The dispatcher: the safety net that makes every runnable run move, whatever crashed.
 
-Each pass fires due timers, times out activities past their deadline, dispatches runs that
+Each pass fires due timers and schedules, times out activities past their deadline, dispatches runs that
 need a replay and have none in flight (or whose lease expired), and re-publishes outbox tasks
 that were never confirmed or never started. Every step takes rows with ``SKIP LOCKED``, so
 several dispatchers run side by side safely. Between passes it sleeps until the next due
@@ -46,6 +46,7 @@ class Dispatcher:
         refs: list[RunRef] = []
         refs += self.journal.fire_due_timers(BATCH)
         refs += self.journal.expire_tasks(BATCH)
+        refs += self.journal.fire_due_schedules(BATCH)
         refs += self.journal.take_runnable(
             redispatch_after=self.settings.redispatch_after,
             limit=BATCH,

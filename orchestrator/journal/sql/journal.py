@@ -63,12 +63,14 @@ from orchestrator.journal.sql.rows import (
     stored_run,
     task_row,
 )
+from orchestrator.journal.sql.schedules import ScheduleQueries
 from orchestrator.model import payloads
 from orchestrator.model.events import Event, RunInfo, RunStatus
+from orchestrator.model.limits import delivered_status
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(StepCommits):
+class SqlJournal(StepCommits, ScheduleQueries):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries
@@ -436,11 +438,10 @@ class SqlJournal(StepCommits):
         data = payloads.encode(item.data, f"{item.type} inbox item")
         if self._insert_inbox_x(conn, inbox_row(run_id, item, data, now)) is None:
             return Delivery(accepted=False)
-        status = row.status
-        if status == RunStatus.SUSPENDED.value:
-            status = RunStatus.RUNNABLE.value
+        status = delivered_status(RunStatus(row.status), item.type).value
         lease_free = row.lease_owner is None or row.lease_expires_at <= now
-        dispatch = status != RunStatus.BLOCKED.value and lease_free and row.dispatched_at is None
+        waiting = (RunStatus.BLOCKED.value, RunStatus.QUEUED.value)
+        dispatch = status not in waiting and lease_free and row.dispatched_at is None
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if dispatch:
             values["dispatched_at"] = now
