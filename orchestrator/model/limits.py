@@ -112,3 +112,25 @@ def delivered_status(status: RunStatus, item_type: EventType) -> RunStatus:
     if status is RunStatus.QUEUED and item_type == EventType.CANCEL_REQUESTED:
         return RunStatus.RUNNABLE
     return status
+
+
+def run_fields(limit: ConcurrencyLimit | None, args: list[Any]) -> dict[str, Any]:
+    """The ``NewRun`` fields of a run of a workflow with ``limit`` (none when unlimited)."""
+    if limit is None:
+        return {}
+    return {"concurrency_key": limit.key_for(args), "concurrency_limit": limit.limit}
+
+
+def of(
+    workflow: str, concurrency: int | None, key: Callable[..., Any] | None
+) -> ConcurrencyLimit | None:
+    """The limit ``@orc.workflow(concurrency=, concurrency_key=)`` declares (``None``: none);
+    a clear error for a key without a limit."""
+    if concurrency is None:
+        if key is not None:
+            raise ValueError(
+                f"workflow {workflow!r}: concurrency_key needs concurrency=N, the runs allowed "
+                "per key"
+            )
+        return None
+    return ConcurrencyLimit(workflow, concurrency, key)

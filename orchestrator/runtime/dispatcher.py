@@ -1,10 +1,11 @@
 """The dispatcher: the safety net that makes every runnable run move, whatever crashed.
 
-Each pass fires due timers and schedules, times out activities past their deadline, dispatches runs that
+Each pass fires due timers, times out activities past their deadline, dispatches runs that
 need a replay and have none in flight (or whose lease expired), and re-publishes outbox tasks
 that were never confirmed or never started. Every step takes rows with ``SKIP LOCKED``, so
 several dispatchers run side by side safely. Between passes it sleeps until the next due
-timer, a notification from the journal, or ``poll_interval``.
+timer, a notification from the journal, or ``poll_interval``. Due schedules are fired in
+the same pass, as timers are.
 """
 
 from __future__ import annotations
