@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.model.events import EventType, RunStatus
+from orchestrator.model.events import EventType, NewEvent, RunStatus
 from orchestrator.model.records import NewRun
 
 #: The longest value a key function may return.
@@ -105,13 +105,23 @@ def queued_columns(run: NewRun) -> dict[str, Any]:
 
 def delivered_status(status: RunStatus, item_type: EventType) -> RunStatus:
     """A run's status once an inbox item reached it: a suspended run has work again; a queued
-    one only for its cancellation, which it takes at once, past the limit (it runs none of
-    the workflow's code: the cancellation is raised before its first step)."""
-    if status is RunStatus.SUSPENDED:
-        return RunStatus.RUNNABLE
-    if status is RunStatus.QUEUED and item_type == EventType.CANCEL_REQUESTED:
-        return RunStatus.RUNNABLE
-    return status
+    one goes on waiting (its cancellation ends it at once, see :func:`cancels_queued`)."""
+    return RunStatus.RUNNABLE if status is RunStatus.SUSPENDED else status
+
+
+def cancels_queued(status: RunStatus, item_type: EventType) -> bool:
+    """Whether the item is the cancellation of a queued run, which the journal ends at once,
+    ``cancelled``, none of its code run (a queued run is never a child: it has no parent to
+    tell)."""
+    return status is RunStatus.QUEUED and item_type == EventType.CANCEL_REQUESTED
+
+
+def queued_cancellation(reason: Any) -> list[NewEvent]:
+    """The history a queued run's cancellation appends to its ``run_started``."""
+    return [
+        NewEvent(type=EventType.CANCEL_REQUESTED, data={"reason": reason}),
+        NewEvent(type=EventType.RUN_CANCELLED, data={"reason": reason}),
+    ]
 
 
 def run_fields(limit: ConcurrencyLimit | None, args: list[Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from tests.conftest import FakeClock
 from tests.contract.test_journal_contract import (
     all_at_once,
     claim,
-    ref,
     signal,
     status,
 )
@@ -122,7 +121,7 @@ def test_a_continuation_keeps_its_predecessors_place(journal: Journal, clock: Fa
     assert end(journal, "a2") == ["b"]  # the continuation holds the key's place to its end
 
 
-def test_a_queued_run_takes_signals_but_only_its_cancellation_moves_it(
+def test_a_queued_run_takes_signals_and_its_cancellation_ends_it_at_once(
     journal: Journal, clock: FakeClock
 ) -> None:
     start(journal, clock, "a", limit=1)
@@ -133,20 +132,17 @@ def test_a_queued_run_takes_signals_but_only_its_cancellation_moves_it(
     assert status(journal, "b") is RunStatus.QUEUED
 
     cancelled = journal.deliver("b", cancel_item("not needed"))
-    assert (cancelled.accepted, cancelled.dispatch) == (True, ref("b"))
-    claimed = claim(journal, "b")
-    assert [i.type for i in claimed.inbox] == [
-        EventType.SIGNAL_RECEIVED,
-        EventType.CANCEL_REQUESTED,
+
+    assert (cancelled.accepted, cancelled.dispatch) == (True, None)
+    info = journal.wait_closed("b", timeout=5)
+    assert info is not None and (info.status, info.reason) == (RunStatus.CANCELLED, "not needed")
+    assert [(e.seq, e.type) for e in journal.history("b")] == [
+        (1, EventType.RUN_STARTED),
+        (2, EventType.CANCEL_REQUESTED),
+        (3, EventType.RUN_CANCELLED),
     ]
-    committed = journal.commit(
-        claimed.lease,
-        Batch(
-            events=[NewEvent(type=EventType.RUN_CANCELLED)],
-            absorbed=[i.id for i in claimed.inbox if i.id is not None],
-            status=RunStatus.CANCELLED,
-        ),
-    )
-    assert list(committed.dispatch) == []
-    assert status(journal, "b") is RunStatus.CANCELLED
+    assert journal.history("b")[2].data == {"reason": "not needed"}
+    assert not journal.deliver("b", cancel_item("again")).accepted
     assert status(journal, "a") is RunStatus.RUNNABLE
+    start(journal, clock, "c", limit=1)
+    assert end(journal, "a") == ["c"]  # the cancelled run held no place

@@ -141,7 +141,7 @@ def test_runs_over_the_limit_wait_queued_and_are_admitted_as_runs_end(
     reason = handles[2].describe().reason
     assert reason is not None and "limit of 2 open runs" in reason
     orc.cancel("r2")
-    assert handles[2].describe().status is RunStatus.RUNNABLE  # to take its cancellation
+    assert handles[2].describe().status is RunStatus.CANCELLED  # at once, none of its code run
 
 
 def test_keys_limit_runs_apart(orc: Orchestrator) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
-from orchestrator.journal.memory.rows import RunRow
+from orchestrator.journal.memory.rows import EventRow, RunRow
 from orchestrator.journal.protocol import RunRef
 from orchestrator.model import limits
 from orchestrator.model.events import RunStatus
@@ -54,3 +55,14 @@ def inherit(run: RunRow, continuation: NewRun) -> NewRun:
         concurrency_key=run.new.concurrency_key,
         concurrency_limit=run.new.concurrency_limit,
     )
+
+
+def cancel_queued(row: RunRow, reason: Any, now: float) -> None:
+    """End a queued run ``cancelled`` at once (see
+    :func:`~orchestrator.model.limits.cancels_queued`); its waiters are the caller's to wake."""
+    events = limits.queued_cancellation(reason)
+    row.events += [EventRow.of(row.last_seq + n, e, now) for n, e in enumerate(events, 1)]
+    row.last_seq += len(events)
+    row.status, row.reason, row.closed_at, row.updated_at = RunStatus.CANCELLED, reason, now, now
+    row.dispatched_at = None
+    row.inbox.clear()

@@ -41,7 +41,7 @@ from orchestrator.journal.protocol import (
 from orchestrator.model import payloads
 from orchestrator.model.errors import LeaseLost
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
-from orchestrator.model.limits import delivered_status
+from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
 
@@ -371,6 +371,10 @@ class InMemoryJournal(MemorySchedules):
         data = payloads.encode(item.data, f"{item.type} inbox item")
         if item.dedupe_key in run.keys:
             return Delivery(accepted=False)
+        if cancels_queued(run.status, item.type):
+            admission.cancel_queued(run, item.data.get("reason"), now)
+            self._closed.notify_all()
+            return Delivery(accepted=True)
         task = self._tasks.get(task_id) if task_id is not None else None
         if task_id is not None and (task is None or task.finished or task.spec.run_id != run_id):
             return Delivery(accepted=False)  # not an attempt this run is waiting for

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from orchestrator.journal.protocol import RunRef
 from orchestrator.journal.sql import schema
+from orchestrator.model import limits, payloads
 from orchestrator.model.events import RunStatus
 from orchestrator.model.limits import OPEN
 from orchestrator.model.records import NewRun
@@ -35,6 +36,7 @@ OLDEST_QUEUED = (
     .order_by(runs.c.created_at, runs.c.run_id)
     .limit(_BATCH)
 )
+LAST_SEQ = sa.select(runs.c.last_seq).where(runs.c.run_id == sa.bindparam("p_run_id"))
 KEY_OF = sa.select(runs.c.concurrency_key, runs.c.concurrency_limit).where(
     runs.c.run_id == sa.bindparam("p_run_id")
 )
@@ -70,4 +72,38 @@ def inherit_x(conn: Connection, run_id: str, continuation: NewRun) -> NewRun:
         return continuation
     return dataclasses.replace(
         continuation, concurrency_key=row.concurrency_key, concurrency_limit=row.concurrency_limit
+    )
+
+
+def cancel_queued_x(conn: Connection, run_id: str, reason: Any, now: float) -> None:
+    """End a queued run ``cancelled`` at once (see
+    :func:`~orchestrator.model.limits.cancels_queued`): its cancellation and end appended to
+    its history. Its leftovers and waiters are the caller's (the journal's ``_close_x``)."""
+    last_seq = int(conn.execute(LAST_SEQ, {"p_run_id": run_id}).scalar_one())
+    conn.execute(
+        schema.events.insert(),
+        [
+            {
+                "run_id": run_id,
+                "seq": last_seq + n,
+                "type": event.type.value,
+                "command_id": None,
+                "attempt": None,
+                "data": payloads.encode(event.data, f"{event.type} event"),
+                "at": now,
+            }
+            for n, event in enumerate(limits.queued_cancellation(reason), 1)
+        ],
+    )
+    conn.execute(
+        runs.update()
+        .where(runs.c.run_id == run_id)
+        .values(
+            status=RunStatus.CANCELLED.value,
+            reason=reason,
+            last_seq=last_seq + 2,
+            closed_at=now,
+            updated_at=now,
+            dispatched_at=None,
+        )
     )

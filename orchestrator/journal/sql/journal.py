@@ -33,6 +33,7 @@ from orchestrator.journal.protocol import (
     RunRef,
     TaskStart,
 )
+from orchestrator.journal.sql import admission
 from orchestrator.journal.sql.commit import NotAwaited, StepCommits, step_events, step_values
 from orchestrator.journal.sql.rows import (
     CLAIM,
@@ -66,7 +67,7 @@ from orchestrator.journal.sql.rows import (
 from orchestrator.journal.sql.schedules import ScheduleQueries
 from orchestrator.model import payloads
 from orchestrator.model.events import Event, RunInfo, RunStatus
-from orchestrator.model.limits import delivered_status
+from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun
 
 
@@ -430,6 +431,10 @@ class SqlJournal(StepCommits, ScheduleQueries):
         row = conn.execute(LOCK_FOR_DELIVERY, {"p_run_id": run_id}).first()
         if row is None or row.status in TERMINAL:
             return Delivery(accepted=False)
+        if cancels_queued(RunStatus(row.status), item.type):
+            admission.cancel_queued_x(conn, run_id, item.data.get("reason"), now)
+            self._close_x(conn, run_id)
+            return Delivery(accepted=True)
         if task_id is not None:
             # The attempt's outcome and the task's end are one: its dedupe key is the task's.
             params = {"p_task_id": task_id, "p_run_id": run_id}
