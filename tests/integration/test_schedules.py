@@ -124,9 +124,10 @@ def test_dispatchers_down_for_less_than_the_catch_up_window_fire_the_missed_slot
 
 
 def open_intervals(history: list[Event]) -> tuple[float, float]:
-    """When a run held a place: from its first step (admitted, it scheduled its activity) to
-    its end."""
-    first = next(e for e in history if e.type == EventType.ACTIVITY_SCHEDULED)
+    """Part of the time a run held a place: from its first activity's outcome (journaled once
+    it ran, so after the run was admitted; the first step's own events carry the run's start
+    time, as workflow time does) to its end."""
+    first = next(e for e in history if e.type == EventType.ACTIVITY_COMPLETED)
     end = next(e for e in history if e.type == EventType.RUN_COMPLETED)
     return first.at.timestamp(), end.at.timestamp()
 
