@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -18,9 +19,12 @@ from orchestrator.celery.publisher import CeleryPublisher
 from orchestrator.celery.serializers import check_serializers
 from orchestrator.celery.start_marks import LateStartMarks
 from orchestrator.client.runs import Client
+from orchestrator.client.schedules import Schedules
 from orchestrator.engine.registry import Registry
 from orchestrator.journal.protocol import Journal
+from orchestrator.model import limits
 from orchestrator.model.events import Event, RunInfo
+from orchestrator.model.schedules import ScheduleInfo
 from orchestrator.model.settings import Settings
 from orchestrator.runtime.dispatcher import Dispatcher
 from orchestrator.runtime.driver import Driver
@@ -139,12 +143,24 @@ class Orchestrator:
         return Dispatcher(self.journal, self.publisher, self.settings)
 
     # -- authoring --------------------------------------------------------------------------
-    def workflow(self, name: str | None = None, version: str = "1") -> Callable[[F], F]:
-        """Register an ``async def`` workflow; ``name`` defaults to ``module.qualname``."""
+    def workflow(
+        self,
+        name: str | None = None,
+        version: str = "1",
+        *,
+        concurrency: int | None = None,
+        concurrency_key: Callable[..., str] | None = None,
+    ) -> Callable[[F], F]:
+        """Register an ``async def`` workflow; ``name`` defaults to ``module.qualname``.
+
+        With ``concurrency=N``, at most N runs of it are open at once (per value of
+        ``concurrency_key(*args)``, a string, when given); the others wait ``queued`` and
+        are admitted in start order as those end."""
 
         def register(fn: F) -> F:
             workflow_name = name or f"{fn.__module__}.{fn.__qualname__}"
-            definition = self.registry.add(fn, name=workflow_name, version=version)
+            limit = limits.of(workflow_name, concurrency, concurrency_key)
+            definition = self.registry.add(fn, name=workflow_name, version=version, limit=limit)
             fn.__workflow__ = definition  # type: ignore[attr-defined]
             return fn
 
@@ -184,6 +200,63 @@ class Orchestrator:
     ) -> list[RunInfo]:
         """Runs, newest first."""
         return self.client.list_runs(status=status, workflow=workflow, limit=limit)
+
+    # -- schedules --------------------------------------------------------------------------
+    @cached_property
+    def schedules(self) -> Schedules:
+        """The schedules API over this orchestrator's journal (see the methods below)."""
+        return Schedules(self.client)
+
+    def schedule(
+        self,
+        schedule_id: str,
+        workflow: Any,
+        *args: Any,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        overlap: str = "skip",
+        catchup_window: float = 60,
+        timezone: str = "UTC",
+        version: str | None = None,
+    ) -> ScheduleInfo:
+        """Create or update (idempotent by id) a schedule that starts ``workflow(*args)``
+        at every slot of ``cron`` (five fields, in ``timezone``) or ``every`` (seconds or a
+        timedelta): exactly one of them. The dispatchers start one run per slot, however
+        many run. ``overlap="skip"`` starts none while the previous run is open, ``"allow"``
+        does; after downtime, the latest missed slot is started if it is at most
+        ``catchup_window`` seconds old. Bad input is refused here, before anything is
+        written."""
+        return self.schedules.schedule(
+            schedule_id,
+            workflow,
+            *args,
+            cron=cron,
+            every=every,
+            overlap=overlap,
+            catchup_window=catchup_window,
+            timezone=timezone,
+            version=version,
+        )
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Stop firing a schedule until it is resumed."""
+        return self.schedules.pause(schedule_id)
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Fire a paused schedule again, from its first slot after now."""
+        return self.schedules.resume(schedule_id)
+
+    def trigger_schedule(self, schedule_id: str) -> RunHandle:
+        """Start a schedule's run now, whatever its slots, pause or overlap policy."""
+        return RunHandle(self.schedules.trigger(schedule_id), self)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule (the runs it started stay)."""
+        self.schedules.delete(schedule_id)
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by id."""
+        return self.schedules.list()
 
 
 _REGISTERED: dict[int, Orchestrator] = {}

@@ -11,7 +11,7 @@ from typing import Any
 
 from orchestrator.engine.registry import Registry, WorkflowDefinition
 from orchestrator.journal.protocol import Journal, RunRef, cancel_item
-from orchestrator.model import payloads
+from orchestrator.model import limits, payloads
 from orchestrator.model.errors import (
     Cancelled,
     RunClosed,
@@ -68,7 +68,11 @@ class Client:
             list(args), f"arguments of workflow {definition.name}", self.settings.max_payload_bytes
         )
         run = NewRun(
-            run_id=run_id, workflow=definition.name, version=definition.version, args=args_list
+            run_id=run_id,
+            workflow=definition.name,
+            version=definition.version,
+            args=args_list,
+            **limits.run_fields(definition.limit, args_list),
         )
         if self._create(run, definition):
             return run_id
@@ -85,7 +89,8 @@ class Client:
         workflow is loaded here. Otherwise, or when that fails, a worker takes the step.
         Returns whether the run was created (``False``: its id was taken)."""
         failed = False
-        if self.driver is not None and definition.fn is not _not_loaded:
+        # A limited run is admitted by the journal first: no step is taken with its insert.
+        if self.driver is not None and definition.fn is not _not_loaded and not definition.limit:
             try:
                 return self.driver.start(run)
             except Exception:

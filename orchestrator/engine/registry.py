@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.model.errors import UnknownWorkflow
+from orchestrator.model.limits import ConcurrencyLimit
 
 WorkflowFn = Callable[..., Coroutine[Any, Any, Any]]
 
@@ -20,6 +21,8 @@ class WorkflowDefinition:
     name: str
     version: str
     fn: WorkflowFn
+    #: Its concurrency limit (see :mod:`orchestrator.model.limits`); ``None``: unlimited.
+    limit: ConcurrencyLimit | None = None
 
 
 def version_key(version: str) -> tuple[tuple[int, str], ...]:
@@ -33,7 +36,9 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, dict[str, WorkflowDefinition]] = {}
 
-    def add(self, fn: Any, *, name: str, version: str) -> WorkflowDefinition:
+    def add(
+        self, fn: Any, *, name: str, version: str, limit: ConcurrencyLimit | None = None
+    ) -> WorkflowDefinition:
         """Register ``fn``; a clear error when it is not ``async def`` or the slot is taken."""
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(
@@ -48,7 +53,7 @@ class Registry:
         existing = versions.get(version)
         if existing is not None and existing.fn is not fn:
             raise ValueError(f"workflow {name!r} version {version!r} is already registered")
-        definition = WorkflowDefinition(name=name, version=version, fn=fn)
+        definition = WorkflowDefinition(name=name, version=version, fn=fn, limit=limit)
         versions[version] = definition
         return definition
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, Timer
+from orchestrator.model.schedules import ScheduleInfo, ScheduleSpec
 
 
 class TaskStart(enum.Enum):
@@ -400,4 +401,48 @@ class Journal(Protocol):
     def wait_wakeup(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when a commit added a timer or a
         delayed task (Postgres ``NOTIFY``); a plain bounded sleep where there is no signal."""
+        ...
+
+    # -- schedules (see orchestrator.model.schedules) ----------------------------------------
+    def put_schedule(self, spec: ScheduleSpec) -> ScheduleInfo:
+        """Create the schedule, or rewrite the one of the same id, in one transaction (two
+        writers of one new id: one creates, the other rewrites). A new schedule waits for its
+        first slot after now; a rewrite keeps its pause, its last run and, when its timing
+        (cron, every, timezone) is unchanged, the slot it waits for, so a deployment that
+        writes its schedules on every start loses no slot. Wakes waiting dispatchers."""
+        ...
+
+    def get_schedule(self, schedule_id: str) -> ScheduleInfo | None:
+        """The schedule, or ``None`` for an unknown id."""
+        ...
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by id."""
+        ...
+
+    def pause_schedule(self, schedule_id: str, paused: bool) -> ScheduleInfo | None:
+        """Pause (``True``) or resume (``False``) the schedule, in one transaction; ``None``
+        for an unknown id. A resumed schedule waits for its first slot after now: the slots
+        that passed while it was paused are not fired."""
+        ...
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete the schedule (its runs stay); ``False`` for an unknown id."""
+        ...
+
+    def trigger_schedule(self, schedule_id: str) -> RunRef | None:
+        """Start the schedule's run now, in one transaction with the schedule's row locked,
+        whatever its slots, pause or overlap policy (an operator asked), under
+        :func:`~orchestrator.model.schedules.manual_run_id`, and record it as the schedule's
+        last run. The run to dispatch; ``None`` for an unknown id."""
+        ...
+
+    def fire_due_schedules(self, limit: int = 100) -> list[RunRef]:
+        """Fire the unpaused schedules whose awaited slot has come, each in one transaction
+        with its row locked (rows locked by another dispatcher are skipped): the latest slot
+        passed is fired when it is within the schedule's catch-up window and, under
+        ``overlap="skip"``, the schedule's last run (its continue-as-new chain) has ended; the
+        schedule then waits for its first slot after now. Firing creates the run
+        :func:`~orchestrator.model.schedules.slot_run_id`, idempotently, so a slot fired
+        twice starts one run. Returns the runs created, to dispatch."""
         ...

@@ -74,6 +74,8 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     CONTINUED = "continued"
     BLOCKED = "blocked"
+    #: Held back by its workflow's concurrency limit until a run of the same key ends.
+    QUEUED = "queued"
 
     @property
     def terminal(self) -> bool:

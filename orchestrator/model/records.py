@@ -26,10 +26,16 @@ class NewRun:
     continued_from_run_id: str | None = None
     #: What happens to this run, as a child, when its parent ends: "cancel" or "abandon".
     parent_close_policy: str = "cancel"
+    #: The run's key and limit under its workflow's concurrency limit (see
+    #: :mod:`orchestrator.model.limits`); a keyed run starts ``queued`` until admitted.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     def __post_init__(self) -> None:
         if (self.parent_run_id is None) != (self.parent_command_id is None):
             raise ValueError(f"run {self.run_id}: parent_run_id and parent_command_id go together")
+        if (self.concurrency_key is None) != (self.concurrency_limit is None):
+            raise ValueError(f"run {self.run_id}: concurrency_key and _limit go together")
         if self.parent_close_policy not in ("cancel", "abandon"):
             raise ValueError(
                 f"run {self.run_id}: parent_close_policy must be 'cancel' or 'abandon', "

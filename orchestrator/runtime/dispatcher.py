@@ -4,7 +4,8 @@ Each pass fires due timers, times out activities past their deadline, dispatches
 need a replay and have none in flight (or whose lease expired), and re-publishes outbox tasks
 that were never confirmed or never started. Every step takes rows with ``SKIP LOCKED``, so
 several dispatchers run side by side safely. Between passes it sleeps until the next due
-timer, a notification from the journal, or ``poll_interval``.
+timer, a notification from the journal, or ``poll_interval``. Due schedules are fired in
+the same pass, as timers are.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Dispatcher:
         refs: list[RunRef] = []
         refs += self.journal.fire_due_timers(BATCH)
         refs += self.journal.expire_tasks(BATCH)
+        refs += self.journal.fire_due_schedules(BATCH)
         refs += self.journal.take_runnable(
             redispatch_after=self.settings.redispatch_after,
             limit=BATCH,

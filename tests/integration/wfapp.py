@@ -299,3 +299,32 @@ if "2" in VERSIONS:
         await ctx.activity(noop, 2)
         await ctx.activity(noop, 2)
         return {"version": "2", "node": NODE}
+
+
+@app.task
+def stamp(run_id: str) -> str:
+    """Records one execution under the run's id (a scheduled run's side effect)."""
+    record(run_id)
+    return run_id
+
+
+@orc.workflow(name="tick")
+async def tick(ctx: WorkflowContext) -> str:
+    """What a schedule starts: one side effect, counted per run."""
+    return await ctx.activity(stamp, ctx.run_id)
+
+
+@orc.workflow(name="limited", concurrency=3)
+async def limited(ctx: WorkflowContext, key: str, seconds: float) -> str:
+    # The first step's events carry the run's start time; the outcome of ``noop`` is
+    # journaled when it ran, after the run was admitted.
+    await ctx.activity(noop)
+    return await ctx.activity(slow, key, seconds)
+
+
+@orc.workflow(
+    name="limited_by_key", concurrency=1, concurrency_key=lambda customer, *_: str(customer)
+)
+async def limited_by_key(ctx: WorkflowContext, customer: str, key: str, seconds: float) -> str:
+    await ctx.activity(noop)
+    return await ctx.activity(slow, key, seconds)

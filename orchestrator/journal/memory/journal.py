@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from orchestrator.journal.memory import admission
 from orchestrator.journal.memory.rows import (
     ACTIVE,
     EventRow,
@@ -21,6 +22,7 @@ from orchestrator.journal.memory.rows import (
     read_history,
     task_row,
 )
+from orchestrator.journal.memory.schedules import MemorySchedules, ScheduleRow
 from orchestrator.journal.protocol import (
     INHERITED_BY_CONTINUATION,
     Batch,
@@ -39,10 +41,11 @@ from orchestrator.journal.protocol import (
 from orchestrator.model import payloads
 from orchestrator.model.errors import LeaseLost
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
+from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
 
-class InMemoryJournal:
+class InMemoryJournal(MemorySchedules):
     """A :class:`~orchestrator.journal.protocol.Journal` held in memory, for fast tests of
     replay logic.
 
@@ -63,6 +66,7 @@ class InMemoryJournal:
         self._timers: dict[tuple[str, int], float] = {}
         self._nodes: dict[tuple[str, str, str], float] = {}  # (node, workflow, version) -> beat
         self._inbox_ids = itertools.count(1)
+        self._schedules: dict[str, ScheduleRow] = {}
 
     # -- runs -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -70,11 +74,7 @@ class InMemoryJournal:
 
     def create_run(self, run: NewRun) -> bool:
         with self._lock:
-            new = self._new_run(run, self._clock())
-            if run.run_id in self._runs:
-                return False
-            self._runs[run.run_id] = new
-            return True
+            return self._insert(self._new_run(run, self._clock()))
 
     def _new_run(self, run: NewRun, now: float) -> RunRow:
         """The run as stored, not yet inserted (so a payload error leaves nothing behind)."""
@@ -83,7 +83,7 @@ class InMemoryJournal:
             type=EventType.RUN_STARTED,
             data={"workflow": run.workflow, "version": run.version, "args": run.args},
         )
-        return RunRow(
+        row = RunRow(
             new=run,
             args=args,
             created_at=now,
@@ -91,6 +91,7 @@ class InMemoryJournal:
             updated_at=now,
             events=[EventRow.of(1, started, now)],
         )
+        return admission.hold(row)
 
     def describe(self, run_id: str) -> RunInfo | None:
         with self._lock:
@@ -228,7 +229,7 @@ class InMemoryJournal:
             children = [self._new_run(child, now) for child in batch.children]
             continuation = None
             if batch.continuation is not None:
-                continuation = self._new_run(batch.continuation, now)
+                continuation = self._new_run(admission.inherit(run, batch.continuation), now)
             result, error = run.result, run.error
             if batch.status is not None:
                 result = payloads.encode(batch.result, "workflow result")
@@ -256,6 +257,8 @@ class InMemoryJournal:
                 if continuation is not None:
                     self._hand_over(run, self._runs[continuation.new.run_id])
                 self._drop_leftovers(run)
+                if run.new.concurrency_key is not None:
+                    dispatch += admission.admit(self._runs.values(), run.new.concurrency_key, now)
             pending = bool(run.inbox)
             if release:
                 self._release_after_commit(run, pending, now)
@@ -310,6 +313,8 @@ class InMemoryJournal:
         if run.new.run_id in self._runs:
             return False
         self._runs[run.new.run_id] = run
+        if run.status is RunStatus.QUEUED and run.new.concurrency_key is not None:
+            admission.admit(self._runs.values(), run.new.concurrency_key, run.created_at)
         return True
 
     @staticmethod
@@ -366,6 +371,10 @@ class InMemoryJournal:
         data = payloads.encode(item.data, f"{item.type} inbox item")
         if item.dedupe_key in run.keys:
             return Delivery(accepted=False)
+        if cancels_queued(run.status, item.type):
+            admission.cancel_queued(run, item.data.get("reason"), now)
+            self._closed.notify_all()
+            return Delivery(accepted=True)
         task = self._tasks.get(task_id) if task_id is not None else None
         if task_id is not None and (task is None or task.finished or task.spec.run_id != run_id):
             return Delivery(accepted=False)  # not an attempt this run is waiting for
@@ -375,11 +384,10 @@ class InMemoryJournal:
         run.keys.add(item.dedupe_key)
         if task is not None:
             task.finished = True
-        if run.status is RunStatus.SUSPENDED:
-            run.status = RunStatus.RUNNABLE
+        run.status = delivered_status(run.status, item.type)
         run.updated_at = now
         dispatch = (
-            run.status is not RunStatus.BLOCKED
+            run.status not in (RunStatus.BLOCKED, RunStatus.QUEUED)
             and run.lease_free(now)
             and run.dispatched_at is None
         )
@@ -530,6 +538,7 @@ class InMemoryJournal:
                 for t in self._tasks.values()
                 if not t.finished and t.published_at is None
             ]
+            due += [] if (slot := self._next_slot()) is None else [slot]
             return min(due, default=None)
 
     def wait_wakeup(self, timeout: float) -> None:

@@ -27,6 +27,7 @@ from orchestrator.journal.protocol import (
     child_outcome_item,
     collect_dispatch,
 )
+from orchestrator.journal.sql import admission
 from orchestrator.journal.sql.connection import CLOSED_CHANNEL, WAKEUP_CHANNEL
 from orchestrator.journal.sql.dispatch import DispatcherQueries
 from orchestrator.journal.sql.rows import (
@@ -55,6 +56,7 @@ from orchestrator.journal.sql.rows import (
 from orchestrator.model import payloads
 from orchestrator.model.errors import LeaseLost
 from orchestrator.model.events import EventType, RunStatus
+from orchestrator.model.limits import starts_queued
 from orchestrator.model.records import NewRun
 
 
@@ -72,8 +74,12 @@ class StepCommits(DispatcherQueries):
         self, conn: Connection, run: NewRun, now: float, lease: Lease | None = None
     ) -> bool:
         """Insert ``run`` and its ``run_started`` event: ``False`` when its id is taken. With
-        ``lease``, the run is inserted already claimed."""
-        return self._create_run_x(conn, run_row(run, now, lease), [started_row(run, now)])
+        ``lease``, the run is inserted already claimed; a limited one queued, then admitted if
+        its key has room."""
+        created = self._create_run_x(conn, run_row(run, now, lease), [started_row(run, now)])
+        if created and lease is None and run.concurrency_key and starts_queued(run):
+            admission.admit_x(conn, run.concurrency_key, now, postgres=self.postgres)
+        return created
 
     def _create_run_x(
         self,
@@ -149,7 +155,9 @@ class StepCommits(DispatcherQueries):
             if self._insert_run_x(conn, child, now):
                 dispatch.append(ref_of(child))
         status = RunStatus(batch.status or prior)
-        if batch.continuation is not None and self._insert_run_x(conn, batch.continuation, now):
+        if batch.continuation is not None and self._insert_run_x(
+            conn, admission.inherit_x(conn, lease.run_id, batch.continuation), now
+        ):
             dispatch.append(ref_of(batch.continuation))
         if status.terminal:
             if batch.continuation is not None:
@@ -187,6 +195,8 @@ class StepCommits(DispatcherQueries):
         ended = stored_run(written)
         # The run's children it cancels as it ends: read as its leftovers are dropped.
         children = self._close_x(conn, lease.run_id) if status.terminal else None
+        if status.terminal and ended.concurrency_key is not None:
+            dispatch += admission.admit_x(conn, ended.concurrency_key, now, postgres=self.postgres)
         cancelled = any(e.type == EventType.CANCEL_REQUESTED for e in batch.events)
         if cancelled or (status.terminal and status is not RunStatus.CONTINUED):
             reason = batch.reason if status.terminal else _cancel_reason(batch)

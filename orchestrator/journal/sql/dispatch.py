@@ -23,6 +23,7 @@ from orchestrator.journal.protocol import (
 from orchestrator.journal.sql import schema
 from orchestrator.journal.sql.connection import WAKEUP_CHANNEL, SqlConnection
 from orchestrator.journal.sql.rows import LEASE_FREE, nodes, outbox_task, runs, tasks, timers
+from orchestrator.journal.sql.schedules import NEXT_SLOT
 from orchestrator.model.events import EventType, RunStatus
 from orchestrator.model.records import InboxItem, OutboxTask
 
@@ -211,7 +212,8 @@ class DispatcherQueries(SqlConnection):
                     sa.not_(tasks.c.finished), tasks.c.published_at.is_(None)
                 )
             ).scalar()
-        due = [t for t in (timer, task) if t is not None]
+            slot = conn.execute(NEXT_SLOT).scalar()
+        due = [t for t in (timer, task, slot) if t is not None]
         return min(due) if due else None
 
     def wait_wakeup(self, timeout: float) -> None:

@@ -33,6 +33,7 @@ from orchestrator.journal.protocol import (
     RunRef,
     TaskStart,
 )
+from orchestrator.journal.sql import admission
 from orchestrator.journal.sql.commit import NotAwaited, StepCommits, step_events, step_values
 from orchestrator.journal.sql.rows import (
     CLAIM,
@@ -63,12 +64,14 @@ from orchestrator.journal.sql.rows import (
     stored_run,
     task_row,
 )
+from orchestrator.journal.sql.schedules import ScheduleQueries
 from orchestrator.model import payloads
 from orchestrator.model.events import Event, RunInfo, RunStatus
+from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(StepCommits):
+class SqlJournal(StepCommits, ScheduleQueries):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries
@@ -428,6 +431,10 @@ class SqlJournal(StepCommits):
         row = conn.execute(LOCK_FOR_DELIVERY, {"p_run_id": run_id}).first()
         if row is None or row.status in TERMINAL:
             return Delivery(accepted=False)
+        if cancels_queued(RunStatus(row.status), item.type):
+            admission.cancel_queued_x(conn, run_id, item.data.get("reason"), now)
+            self._close_x(conn, run_id)
+            return Delivery(accepted=True)
         if task_id is not None:
             # The attempt's outcome and the task's end are one: its dedupe key is the task's.
             params = {"p_task_id": task_id, "p_run_id": run_id}
@@ -436,11 +443,10 @@ class SqlJournal(StepCommits):
         data = payloads.encode(item.data, f"{item.type} inbox item")
         if self._insert_inbox_x(conn, inbox_row(run_id, item, data, now)) is None:
             return Delivery(accepted=False)
-        status = row.status
-        if status == RunStatus.SUSPENDED.value:
-            status = RunStatus.RUNNABLE.value
+        status = delivered_status(RunStatus(row.status), item.type).value
         lease_free = row.lease_owner is None or row.lease_expires_at <= now
-        dispatch = status != RunStatus.BLOCKED.value and lease_free and row.dispatched_at is None
+        waiting = (RunStatus.BLOCKED.value, RunStatus.QUEUED.value)
+        dispatch = status not in waiting and lease_free and row.dispatched_at is None
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if dispatch:
             values["dispatched_at"] = now

@@ -67,6 +67,7 @@ RUNTIME_GRANTS: dict[str, tuple[str, ...]] = {
     "tasks": ("SELECT", "INSERT", "UPDATE"),
     "timers": ("SELECT", "INSERT", "DELETE"),
     "nodes": ("SELECT", "INSERT", "DELETE"),
+    "schedules": ("SELECT", "INSERT", "UPDATE", "DELETE"),
 }
 
 

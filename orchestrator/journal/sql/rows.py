@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Row
 
 from orchestrator.journal.protocol import Claimed, Lease, RunRef
 from orchestrator.journal.sql import schema
-from orchestrator.model import payloads
+from orchestrator.model import limits, payloads
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus, timestamp
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
@@ -160,6 +160,8 @@ NEW_RUN_COLUMNS = (
     "dispatched_at",
     "created_at",
     "updated_at",
+    "concurrency_key",
+    "concurrency_limit",
 )
 
 
@@ -412,7 +414,9 @@ def inbox_item(row: Row[Any]) -> InboxItem:
 
 def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, Any]:
     """The row of a new run: the columns of NEW_RUN_COLUMNS. A run inserted with its
-    ``lease`` is ``running``, its first step under way (it needs no dispatch)."""
+    ``lease`` is ``running``, its first step under way (it needs no dispatch); one under a
+    concurrency limit starts ``queued`` (see :func:`~orchestrator.model.limits.starts_queued`)."""
+    queued = lease is None and limits.starts_queued(run)
     return {
         "run_id": run.run_id,
         "workflow": run.workflow,
@@ -434,6 +438,9 @@ def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, An
         "dispatched_at": None if lease else now,
         "created_at": now,
         "updated_at": now,
+        "concurrency_key": run.concurrency_key,
+        "concurrency_limit": run.concurrency_limit,
+        **(limits.queued_columns(run) if queued else {}),
     }
 
 

@@ -17,6 +17,10 @@ ACTIVE_STATUSES = ("runnable", "running", "blocked")
 
 _id = sa.String(255)
 _active = sa.text("status IN ('runnable', 'running', 'blocked')")
+_limited = sa.text(
+    "concurrency_key IS NOT NULL"
+    " AND status IN ('queued', 'runnable', 'running', 'suspended', 'blocked')"
+)
 
 runs = sa.Table(
     "runs",
@@ -43,11 +47,23 @@ runs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("closed_at", sa.Float),
     sa.Column("parent_close_policy", sa.String(16), nullable=False, server_default="cancel"),
+    # A run under its workflow's concurrency limit (see orchestrator.model.limits).
+    sa.Column("concurrency_key", sa.String(600)),
+    sa.Column("concurrency_limit", sa.Integer),
     sa.Index("ix_runs_active", "status", postgresql_where=_active, sqlite_where=_active),
     sa.Index("ix_runs_created_at", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
     sa.Index("ix_runs_parent_run_id", "parent_run_id"),
     sa.Index("ix_runs_correlation_id", "correlation_id"),
+    # Admission counts a key's open runs and takes its oldest queued one: both read only the
+    # key's runs that have not ended.
+    sa.Index(
+        "ix_runs_concurrency_open",
+        "concurrency_key",
+        "created_at",
+        postgresql_where=_limited,
+        sqlite_where=_limited,
+    ),
 )
 
 events = sa.Table(
@@ -136,4 +152,32 @@ nodes = sa.Table(
     sa.Column("version", sa.String(64), primary_key=True),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Index("ix_nodes_workflow_version", "workflow", "version"),
+)
+
+_unpaused = sa.text("NOT paused")
+
+#: Schedules (see orchestrator.model.schedules): what each starts, when, and where it stands.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("schedule_id", sa.String(255), primary_key=True),
+    sa.Column("workflow", sa.String(255), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("cron", sa.String(255)),
+    sa.Column("every", sa.Float),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("overlap", sa.String(16), nullable=False),
+    sa.Column("catchup_window", sa.Float, nullable=False),
+    sa.Column("concurrency_key", sa.String(600)),
+    sa.Column("concurrency_limit", sa.Integer),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("next_fire_at", sa.Float, nullable=False),
+    sa.Column("last_slot_at", sa.Float),
+    sa.Column("last_run_id", sa.String(255)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index(
+        "ix_schedules_due", "next_fire_at", postgresql_where=_unpaused, sqlite_where=_unpaused
+    ),
 )
