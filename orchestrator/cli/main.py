@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli import control, db, processes, runs
+from orchestrator.cli import replay as replay_cli
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,
@@ -21,6 +22,7 @@ _COMMANDS: list[click.Command] = [
     control.signal_cmd,
     control.cancel_cmd,
     runs.runs_group,
+    replay_cli.replay_cmd,
 ]
 
 
