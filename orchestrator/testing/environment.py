@@ -67,8 +67,8 @@ class WorkflowEnvironment:
     database or worker.
 
     ``activities`` replaces tasks by name (``{"charge": fake}``); the others run as the
-    app's own task functions. ``start_time`` sets the virtual clock (default: now). Use it as
-    a context manager; it is closed on exit.
+    app's own task functions. ``start_time`` (an aware datetime) sets the virtual clock
+    (default: now). Use it as a context manager; it is closed on exit. One thread at a time.
     """
 
     def __init__(
@@ -79,6 +79,10 @@ class WorkflowEnvironment:
         start_time: datetime | None = None,
     ) -> None:
         replacements = _replacements(orc, activities or {})
+        if start_time is not None and start_time.utcoffset() is None:
+            raise ValueError(
+                f"start_time must be an aware datetime (in UTC, say), not {start_time!r}"
+            )
         self.orc = orc
         self.clock = VirtualClock(time.time() if start_time is None else start_time.timestamp())
         self.settings = dataclasses.replace(orc.settings, eager_start=True)
@@ -130,10 +134,10 @@ class WorkflowEnvironment:
         self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
     ) -> str:
         """Start a run (idempotent by ``run_id``) and run it until it waits; its run id."""
-        run_id = self._call(
+        started: str = self._call(
             lambda: self.client.start(workflow, *args, run_id=run_id, version=version)
         )
-        return run_id
+        return started
 
     def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send signal ``name`` to a run (its chain's live tip) and run what it wakes."""
@@ -151,6 +155,8 @@ class WorkflowEnvironment:
         is still open that much later, or at once when nothing is left that could end it
         (it waits for a signal, say, and no timer is set)."""
         self._check_open()
+        if self._draining:
+            raise RuntimeError("an activity cannot wait for a run's result in the test kit")
         limit = None if timeout is None else self.clock() + _positive(timeout, "timeout")
         self._drain()
         while not self._ended(run_id):
@@ -202,11 +208,13 @@ class WorkflowEnvironment:
 
     # -- running ----------------------------------------------------------------------------
     def _call(self, action: Callable[[], Any]) -> Any:
+        """Do what the client does, then run what it made runnable. From inside an activity
+        (one that starts or signals a run, say), what it made runnable runs once the
+        activity returns, as the environment carries on."""
         self._check_open()
-        if self._draining:
-            raise RuntimeError("the environment's methods are not for use inside an activity")
         value = action()
-        self._drain()
+        if not self._draining:
+            self._drain()
         return value
 
     def _move_to(self, when: float) -> None:

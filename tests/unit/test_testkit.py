@@ -262,6 +262,8 @@ def test_bad_input_is_refused_clearly(env: WorkflowEnvironment) -> None:
         WorkflowEnvironment(tasks.orc, {"charge": 42})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="'chrage', which is not a task of app 'tasks'"):
         WorkflowEnvironment(tasks.orc, {"chrage": print})
+    with pytest.raises(ValueError, match="start_time must be an aware datetime"):
+        WorkflowEnvironment(tasks.orc, start_time=datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="seconds >= 0"):
         env.advance(-1)
     run_id = env.start(tasks.order, "o-8", 10, ["pen"])
@@ -311,3 +313,15 @@ def test_the_clock_keeps_the_microseconds_event_times_keep() -> None:
     assert datetime.fromtimestamp(clock(), UTC).timestamp() == clock() >= 1_796_547_854.0431687
     clock.move_to(clock() - 5)
     assert clock() >= 1_796_547_854.0431687  # never back
+
+
+def test_an_activity_may_start_and_signal_runs_which_go_on_once_it_returns() -> None:
+    def kick_off(seconds: float) -> str:
+        environment.signal(waiting, "never", "at last")
+        return environment.start(sleeper, 1, run_id="started-by-an-activity")
+
+    with WorkflowEnvironment(orc, {"slow": kick_off}, start_time=T0) as environment:
+        waiting = environment.start(waits_forever)
+        assert environment.result(environment.start(timed, 1)) == "started-by-an-activity"
+        assert environment.result(waiting) == "at last"
+        assert environment.result("started-by-an-activity") == (T0 + timedelta(days=1)).isoformat()
