@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from orchestrator.testing.environment import WorkflowEnvironment
+if TYPE_CHECKING:
+    from orchestrator.testing.environment import WorkflowEnvironment
 
 
 @pytest.fixture
 def workflow_environment() -> Iterator[Callable[..., WorkflowEnvironment]]:
     """Make environments with ``workflow_environment(orc, activities=None, **options)``;
     each is closed when the test ends."""
+    # Imported here, not when pytest loads its plugins: a project that never asks for the
+    # fixture does not import the library before its own conftest (or coverage) starts.
+    from orchestrator.testing.environment import WorkflowEnvironment
+
     with ExitStack() as stack:
 
         def make(orc: Any, activities: Any = None, **options: Any) -> WorkflowEnvironment:
