@@ -47,6 +47,12 @@ def test_a_history_from_the_test_kit_replays_as_events_and_as_json() -> None:
     replay(tasks.orc, json.loads(json.dumps([vars(e) for e in history], default=str)))
 
 
+def test_the_output_of_runs_show_json_replays_too() -> None:
+    history = json.loads((HISTORIES / "order-approved.json").read_text())
+    replay(tasks.orc, {"run": {"run_id": "order-approved"}, "history": history})
+    replay(tasks.orc, json.dumps({"history": history}).encode())
+
+
 def test_a_changed_workflow_fails_replay_naming_the_first_mismatch() -> None:
     with pytest.raises(NonDeterminismError) as caught:
         replay(changed.orc, (HISTORIES / "order-completed.json").read_text())

@@ -325,3 +325,16 @@ def test_an_activity_may_start_and_signal_runs_which_go_on_once_it_returns() -> 
         assert environment.result(environment.start(timed, 1)) == "started-by-an-activity"
         assert environment.result(waiting) == "at last"
         assert environment.result("started-by-an-activity") == (T0 + timedelta(days=1)).isoformat()
+
+
+@orc.workflow(name="fan_out", version="1")
+async def fan_out(ctx: WorkflowContext) -> list[Any]:
+    return await ctx.gather(
+        ctx.activity(slow, 1), ctx.child(sleeper, 3), ctx.activity(slow, 2), ctx.sleep(60)
+    )
+
+
+def test_gathered_activities_children_and_timers_all_resolve() -> None:
+    with WorkflowEnvironment(orc, start_time=T0) as environment:
+        result = environment.result(environment.start(fan_out))
+    assert result == ["took 1", (T0 + timedelta(days=3)).isoformat(), "took 2", None]
