@@ -160,13 +160,11 @@ class WorkflowEnvironment:
         limit = None if timeout is None else self.clock() + _positive(timeout, "timeout")
         self._drain()
         while not self._ended(run_id):
-            wakeup = self.journal.next_wakeup()
+            wakeup = self._next_wakeup()
             if wakeup is None or (limit is not None and wakeup > limit):
                 if limit is not None:
                     self._move_to(limit)
                 raise TimeoutError(self._stuck(run_id, timeout))
-            if wakeup <= self.clock():
-                raise RuntimeError(f"run {run_id}: work due at {wakeup} was left undone")
             self._move_to(wakeup)
         return self.client.result(run_id, timeout=0)
 
@@ -202,7 +200,7 @@ class WorkflowEnvironment:
             self.clock.move_to(target)
             return
         self._drain()
-        while (wakeup := self.journal.next_wakeup()) is not None and wakeup <= target:
+        while (wakeup := self._next_wakeup()) is not None and wakeup <= target:
             self._move_to(wakeup)
         self._move_to(target)
 
@@ -216,6 +214,14 @@ class WorkflowEnvironment:
         if not self._draining:
             self._drain()
         return value
+
+    def _next_wakeup(self) -> float | None:
+        """When the next timer fires or delayed task comes due (``None``: nothing is set).
+        Called after a drain, so it lies ahead; were it not, jumping would never end."""
+        wakeup = self.journal.next_wakeup()
+        if wakeup is not None and wakeup <= self.clock():
+            raise RuntimeError(f"work due at {self.clock()} was left undone by the environment")
+        return wakeup
 
     def _move_to(self, when: float) -> None:
         """Jump the clock and run what comes due at the new time."""
