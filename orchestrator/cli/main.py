@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli import control, db, processes, runs, schedules
+from orchestrator.cli import replay as replay_cli
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,
@@ -22,6 +23,7 @@ _COMMANDS: list[click.Command] = [
     control.cancel_cmd,
     runs.runs_group,
     schedules.schedules_group,
+    replay_cli.replay_cmd,
 ]
 
 

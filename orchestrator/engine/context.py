@@ -344,7 +344,9 @@ class Saga:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None:
+        if exc is None or isinstance(exc, GeneratorExit):
+            # GeneratorExit: this copy of the run is dropped from memory (a cache eviction,
+            # a test's end), not ended; the run itself has nothing to undo.
             return False
         failures: list[str] = []
         engine = self._ctx._engine

@@ -128,7 +128,8 @@ class RunRow:
 
 
 def read_history(run: RunRow, after_seq: int) -> list[Event]:
-    return [row.event(run.new.run_id) for row in run.events if row.seq > after_seq]
+    # Sequence numbers run 1, 2, 3... with no gap: the events after ``after_seq`` are a slice.
+    return [row.event(run.new.run_id) for row in run.events[max(0, after_seq) :]]
 
 
 def task_row(task: OutboxTask, now: float) -> TaskRow:
