@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import control, db, processes, runs
+from orchestrator.cli import control, db, processes, query, runs
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,
@@ -21,6 +21,7 @@ _COMMANDS: list[click.Command] = [
     control.signal_cmd,
     control.cancel_cmd,
     runs.runs_group,
+    query.query_cmd,
 ]
 
 

@@ -46,6 +46,8 @@ class Dispatcher:
         refs: list[RunRef] = []
         refs += self.journal.fire_due_timers(BATCH)
         refs += self.journal.expire_tasks(BATCH)
+        refs += self.journal.expire_heartbeats(BATCH)
+        refs += self.journal.expire_runs(BATCH)
         refs += self.journal.take_runnable(
             redispatch_after=self.settings.redispatch_after,
             limit=BATCH,

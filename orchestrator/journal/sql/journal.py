@@ -33,6 +33,7 @@ from orchestrator.journal.protocol import (
     RunRef,
     TaskStart,
 )
+from orchestrator.journal.sql.authoring import AuthoringQueries
 from orchestrator.journal.sql.commit import NotAwaited, StepCommits, step_events, step_values
 from orchestrator.journal.sql.rows import (
     CLAIM,
@@ -68,7 +69,7 @@ from orchestrator.model.events import Event, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(StepCommits):
+class SqlJournal(StepCommits, AuthoringQueries):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries

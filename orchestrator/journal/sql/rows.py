@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Row
 from orchestrator.journal.protocol import Claimed, Lease, RunRef
 from orchestrator.journal.sql import schema
 from orchestrator.model import payloads
+from orchestrator.model.deadlines import deadline
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus, timestamp
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
@@ -160,6 +161,7 @@ NEW_RUN_COLUMNS = (
     "dispatched_at",
     "created_at",
     "updated_at",
+    "deadline_at",
 )
 
 
@@ -182,6 +184,7 @@ _unstarted_task = (
 START_TASK = _unstarted_task.values(
     started_at=sa.bindparam("p_now"),
     deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
+    heartbeat_deadline_at=sa.bindparam("p_now") + tasks.c.heartbeat_timeout,
 )
 RENEW_TASK = _unstarted_task.values(published_at=sa.bindparam("p_now"))
 TASK_FINISHED = sa.select(tasks.c.finished).where(tasks.c.task_id == _task_param)
@@ -207,6 +210,7 @@ TASK_COLUMNS = (
     "created_at",
     "published_at",
     "finished",
+    "heartbeat_timeout",
 )
 
 
@@ -434,6 +438,7 @@ def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, An
         "dispatched_at": None if lease else now,
         "created_at": now,
         "updated_at": now,
+        "deadline_at": deadline(run, now),
     }
 
 
@@ -497,6 +502,7 @@ def task_row(task: OutboxTask, now: float) -> dict[str, Any]:
         "created_at": now,
         "published_at": now if task.available_at <= now else None,
         "finished": False,
+        "heartbeat_timeout": task.heartbeat_timeout,
     }
 
 
@@ -515,4 +521,5 @@ def outbox_task(row: Row[Any], *, resent: bool = False) -> OutboxTask:
         timeout_seconds=row.timeout_seconds,
         target_activity_id=row.target_activity_id,
         resent=resent,
+        heartbeat_timeout=row.heartbeat_timeout,
     )

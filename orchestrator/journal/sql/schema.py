@@ -17,6 +17,7 @@ ACTIVE_STATUSES = ("runnable", "running", "blocked")
 
 _id = sa.String(255)
 _active = sa.text("status IN ('runnable', 'running', 'blocked')")
+_has_deadline = sa.text("deadline_at IS NOT NULL")
 
 runs = sa.Table(
     "runs",
@@ -43,11 +44,20 @@ runs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("closed_at", sa.Float),
     sa.Column("parent_close_policy", sa.String(16), nullable=False, server_default="cancel"),
+    # A chain's execution deadline, on the run that began it; cleared once the dispatcher
+    # acted on it, so its index holds the deadlines still to come.
+    sa.Column("deadline_at", sa.Float),
     sa.Index("ix_runs_active", "status", postgresql_where=_active, sqlite_where=_active),
     sa.Index("ix_runs_created_at", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
     sa.Index("ix_runs_parent_run_id", "parent_run_id"),
     sa.Index("ix_runs_correlation_id", "correlation_id"),
+    sa.Index(
+        "ix_runs_deadline_at",
+        "deadline_at",
+        postgresql_where=_has_deadline,
+        sqlite_where=_has_deadline,
+    ),
 )
 
 events = sa.Table(
@@ -103,6 +113,10 @@ tasks = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("deadline_at", sa.Float),
     sa.Column("finished", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("heartbeat_timeout", sa.Float),
+    # The attempt's start or last heartbeat plus its heartbeat_timeout.
+    sa.Column("heartbeat_deadline_at", sa.Float),
+    sa.Column("heartbeat_details", sa.Text),
     # By run and id: ending an awaited task names both, and either index then finds it.
     sa.Index("ix_tasks_run_id_task_id", "run_id", "task_id"),
     sa.Index(
@@ -114,6 +128,12 @@ tasks = sa.Table(
     sa.Index(
         "ix_tasks_unfinished_deadline",
         "deadline_at",
+        postgresql_where=_unfinished,
+        sqlite_where=_unfinished,
+    ),
+    sa.Index(
+        "ix_tasks_unfinished_heartbeat",
+        "heartbeat_deadline_at",
         postgresql_where=_unfinished,
         sqlite_where=_unfinished,
     ),
