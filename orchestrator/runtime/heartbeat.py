@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ class Current:
     __slots__ = (
         "attempt",
         "cancelled",
+        "clock",
         "command_id",
         "details",
         "interval",
@@ -80,8 +82,10 @@ class Current:
         task_id: str,
         task_name: str,
         max_payload_bytes: int = payloads.DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.journal = journal
+        self.clock = clock
         self.run_id = run_id
         self.command_id = command_id
         self.attempt = attempt
@@ -99,7 +103,7 @@ class Current:
             raise ActivityCancelled(self.task_id)
         if details is not None:
             self.pending = details
-        now = time.monotonic()
+        now = self.clock()
         if now >= self.next_write:
             self._write(now)
 
