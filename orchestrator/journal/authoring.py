@@ -5,9 +5,10 @@ attempt's heartbeat timeout leaves in its run's inbox."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from orchestrator.journal.protocol import timed_out_item
+from orchestrator.journal.protocol import Published, timed_out_item
+from orchestrator.model import payloads
 from orchestrator.model.deadlines import RUN_TIMEOUT_KEY, WORKFLOW_TIMEOUT, heartbeat_timeout_error
 from orchestrator.model.events import EventType
 from orchestrator.model.records import InboxItem
@@ -27,6 +28,23 @@ def newest_first(links: Mapping[str, tuple[str | None, float]]) -> list[str]:
         order.append(run_id)
         run_id = links[run_id][0]
     return order
+
+
+def newest_published(
+    generations: Sequence[str], rows: Iterable[tuple[str, int, str]], name: str
+) -> Published | None:
+    """The value published under ``name`` that a query returns: from ``rows`` (run id, seq
+    and stored data of ``value_published`` events), the last one of the newest of
+    ``generations`` (see :func:`newest_first`) that has one."""
+    found: dict[str, Published] = {}
+    for run_id, seq, text in rows:
+        known = found.get(run_id)
+        if known is not None and known.seq > seq:
+            continue
+        data = payloads.decode(text)
+        if data.get("name") == name:
+            found[run_id] = Published(run_id=run_id, seq=seq, value=data.get("value"))
+    return next((found[g] for g in generations if g in found), None)
 
 
 def heartbeat_timed_out_item(

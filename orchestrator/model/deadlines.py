@@ -9,9 +9,9 @@ as any timeout is). The error types are journaled under the names the library's 
 
 from __future__ import annotations
 
-import math
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.model.retry import to_seconds
 
 if TYPE_CHECKING:
     from orchestrator.model.records import NewRun
@@ -27,13 +27,11 @@ RUN_TIMEOUT_KEY = "timeout"
 def check_timeout(value: Any, what: str) -> float:
     """``value`` as a positive, finite number of seconds; a clear error naming ``what``
     otherwise (zero would end the work before it began)."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{what} must be seconds (int/float) or a timedelta, not {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
+    try:
+        seconds = to_seconds(value, what)  # a TypeError names what it is not
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
         raise ValueError(f"{what} must be a positive, finite number of seconds, not {value!r}")
     return seconds
 

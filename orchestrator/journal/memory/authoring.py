@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.journal.authoring import (
     heartbeat_timed_out_item,
     newest_first,
+    newest_published,
     run_timed_out_item,
 )
 from orchestrator.journal.memory.rows import RunRow, TaskRow
@@ -46,14 +47,13 @@ class AuthoringOps:
                 for r in self._runs.values()
                 if r.chain == run.chain
             }
-            for generation in newest_first(links):
-                for row in reversed(self._runs[generation].events):
-                    if row.type is not EventType.VALUE_PUBLISHED:
-                        continue
-                    data = payloads.decode(row.data)
-                    if data.get("name") == name:
-                        return Published(run_id=generation, seq=row.seq, value=data.get("value"))
-            return None
+            rows = [
+                (run_id, row.seq, row.data)
+                for run_id in links
+                for row in self._runs[run_id].events
+                if row.type is EventType.VALUE_PUBLISHED
+            ]
+            return newest_published(newest_first(links), rows, name)
 
     # -- signal-with-start ------------------------------------------------------------------
     def start_or_deliver(self, run: NewRun, item: InboxItem) -> tuple[bool, Delivery]:

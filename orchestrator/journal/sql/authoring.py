@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from orchestrator.journal.authoring import (
     heartbeat_timed_out_item,
     newest_first,
+    newest_published,
     run_timed_out_item,
 )
 from orchestrator.journal.protocol import Beat, Delivery, Published, RunRef, collect_dispatch
@@ -104,16 +105,9 @@ class AuthoringQueries(SqlConnection):
                     runs.c.correlation_id == chain,
                     events.c.type == EventType.VALUE_PUBLISHED.value,
                 )
-                .order_by(events.c.seq.desc())
             ).all()
-        for generation in newest_first(links):
-            for row in published:
-                if row.run_id != generation:
-                    continue
-                data = payloads.decode(row.data)
-                if data.get("name") == name:
-                    return Published(run_id=generation, seq=row.seq, value=data.get("value"))
-        return None
+        rows = [(row.run_id, row.seq, row.data) for row in published]
+        return newest_published(newest_first(links), rows, name)
 
     # -- signal-with-start ------------------------------------------------------------------
     def start_or_deliver(self, run: NewRun, item: InboxItem) -> tuple[bool, Delivery]:
