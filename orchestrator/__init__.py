@@ -11,29 +11,36 @@ The package is layered, each layer a subpackage importing only those before it: 
 from orchestrator.client.facade import Orchestrator, RunHandle
 from orchestrator.engine.context import WorkflowContext
 from orchestrator.model.errors import (
+    ActivityCancelled,
     ActivityFailed,
     Cancelled,
     ChildFailed,
     LeaseLost,
     NonDeterminismError,
+    NotPublished,
     OrchestratorError,
     PayloadError,
     RunClosed,
     UnknownRun,
     UnknownWorkflow,
     WorkflowFailed,
+    WorkflowTimeout,
 )
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.model.retry import RetryPolicy
+from orchestrator.runtime.heartbeat import ActivityInfo, activity_info, heartbeat
 
 __all__ = [
+    "ActivityCancelled",
     "ActivityFailed",
+    "ActivityInfo",
     "Cancelled",
     "ChildFailed",
     "Event",
     "EventType",
     "LeaseLost",
     "NonDeterminismError",
+    "NotPublished",
     "Orchestrator",
     "OrchestratorError",
     "PayloadError",
@@ -46,4 +53,7 @@ __all__ = [
     "UnknownWorkflow",
     "WorkflowContext",
     "WorkflowFailed",
+    "WorkflowTimeout",
+    "activity_info",
+    "heartbeat",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_failure, task_postrun, task_retry, task_success
 
+from orchestrator.celery import heartbeats
 from orchestrator.celery.bootstep import bootstep
 from orchestrator.celery.host import Host
 from orchestrator.celery.outcomes import Outcomes
@@ -50,3 +51,4 @@ def install(app: Celery, orc: Host) -> None:
     task_retry.connect(outcomes.on_retry, weak=False)
     task_postrun.connect(outcomes.on_postrun, weak=False)
     app.steps["worker"].add(bootstep(orc, outcomes.before_start))
+    heartbeats.install(app, orc)

@@ -18,6 +18,7 @@ from orchestrator.celery.install import install
 from orchestrator.celery.publisher import CeleryPublisher
 from orchestrator.celery.serializers import check_serializers
 from orchestrator.celery.start_marks import LateStartMarks
+from orchestrator.client import queries, signal_start
 from orchestrator.client.runs import Client
 from orchestrator.client.schedules import Schedules
 from orchestrator.engine.registry import Registry
@@ -168,10 +169,18 @@ class Orchestrator:
 
     # -- client -----------------------------------------------------------------------------
     def start(
-        self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str | None = None,
+        version: str | None = None,
+        timeout: float | None = None,
     ) -> RunHandle:
-        """Start a run (idempotent by ``run_id``); returns its handle."""
-        return RunHandle(self.client.start(workflow, *args, run_id=run_id, version=version), self)
+        """Start a run (idempotent by ``run_id``); returns its handle. With ``timeout``
+        (seconds), the run and its continuations fail with ``WorkflowTimeout`` if still open
+        that long after the start (its children are cancelled)."""
+        run_id = self.client.start(workflow, *args, run_id=run_id, version=version, timeout=timeout)
+        return RunHandle(run_id, self)
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for a run's result; raises ``WorkflowFailed``, ``Cancelled`` or ``TimeoutError``."""
@@ -257,6 +266,37 @@ class Orchestrator:
     def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule, by id."""
         return self.schedules.list()
+
+    def query(self, run_id: str, name: str, timeout: float | None = None) -> Any:
+        """The value the run last published under ``name`` (``ctx.publish``), waiting up to
+        ``timeout`` seconds for a first one; ``LookupError`` (``NotPublished``) if none."""
+        return queries.query(self.client, run_id, name, timeout)
+
+    def signal_with_start(
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str,
+        signal: str,
+        payload: Any = None,
+        version: str | None = None,
+        timeout: float | None = None,
+        signal_id: str | None = None,
+    ) -> RunHandle:
+        """Start ``workflow(*args)`` as ``run_id`` unless that run exists, and deliver signal
+        ``signal`` to it, as one step; returns the run's handle."""
+        started = signal_start.signal_with_start(
+            self.client,
+            workflow,
+            *args,
+            run_id=run_id,
+            signal=signal,
+            payload=payload,
+            version=version,
+            timeout=timeout,
+            signal_id=signal_id,
+        )
+        return RunHandle(started, self)
 
 
 _REGISTERED: dict[int, Orchestrator] = {}

@@ -12,12 +12,14 @@ from typing import Any
 from orchestrator.engine.registry import Registry, WorkflowDefinition
 from orchestrator.journal.protocol import Journal, RunRef, cancel_item
 from orchestrator.model import limits, payloads
+from orchestrator.model.deadlines import WORKFLOW_TIMEOUT, check_timeout
 from orchestrator.model.errors import (
     Cancelled,
     RunClosed,
     UnknownRun,
     UnknownWorkflow,
     WorkflowFailed,
+    WorkflowTimeout,
 )
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.model.ids import check_run_id
@@ -55,13 +57,34 @@ class Client:
         self.driver = driver
 
     def start(
-        self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str | None = None,
+        version: str | None = None,
+        timeout: float | None = None,
     ) -> str:
         """Create a run and take its first step (here, or on a worker); idempotent by
         ``run_id``. Returns the run id.
 
-        Arguments JSON cannot carry are refused before anything is written.
+        Arguments JSON cannot carry are refused before anything is written. With
+        ``timeout`` (seconds), the run and its continuations fail with ``WorkflowTimeout``
+        if still open that long after the start.
         """
+        run, definition = self.new_run(workflow, args, run_id, version, timeout)
+        if not self._create(run, definition):
+            self.check_reused(run)
+        return run.run_id
+
+    def new_run(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        run_id: str | None,
+        version: str | None,
+        timeout: float | None = None,
+    ) -> tuple[NewRun, WorkflowDefinition]:
+        """The run a start would create, every part of it checked (nothing is written)."""
         definition = self._definition(workflow, version)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         args_list = payloads.roundtrip(
@@ -73,16 +96,18 @@ class Client:
             version=definition.version,
             args=args_list,
             **limits.run_fields(definition.limit, args_list),
+            execution_timeout=None if timeout is None else check_timeout(timeout, "timeout"),
         )
-        if self._create(run, definition):
-            return run_id
-        existing = self.describe(run_id)
-        if existing.workflow != definition.name:
+        return run, definition
+
+    def check_reused(self, run: NewRun) -> None:
+        """A start of an id that exists returns that run, if it is of the same workflow."""
+        existing = self.describe(run.run_id)
+        if existing.workflow != run.workflow:
             raise ValueError(
-                f"run id {run_id!r} is already used by workflow {existing.workflow!r}, "
-                f"not {definition.name!r}"
+                f"run id {run.run_id!r} is already used by workflow {existing.workflow!r}, "
+                f"not {run.workflow!r}"
             )
-        return run_id
 
     def _create(self, run: NewRun, definition: WorkflowDefinition) -> bool:
         """Insert the run, and take its first step here in the same transaction when the
@@ -127,6 +152,10 @@ class Client:
     ) -> None:
         """Deliver signal ``name`` to the run (its chain's live tip). Signals wait, in order,
         until the workflow asks for them. ``signal_id`` makes a retried send idempotent."""
+        self.deliver(run_id, self.signal_item(name, payload, signal_id), f"signal {name!r}")
+
+    def signal_item(self, name: str, payload: Any, signal_id: str | None = None) -> InboxItem:
+        """The inbox item of a signal, checked (nothing is written)."""
         if not isinstance(name, str) or not _SIGNAL.match(name):
             raise ValueError(f"invalid signal name {name!r}: 1-200 printable characters")
         data = {
@@ -136,17 +165,18 @@ class Client:
             ),
         }
         key = f"signal:{signal_id or uuid.uuid4().hex}"
-        item = InboxItem(dedupe_key=key, type=EventType.SIGNAL_RECEIVED, data=data)
-        self._deliver(run_id, item, f"signal {name!r}")
+        return InboxItem(dedupe_key=key, type=EventType.SIGNAL_RECEIVED, data=data)
 
     def cancel(self, run_id: str, reason: str | None = None) -> None:
         """Ask the run (its chain's live tip) to stop: ``Cancelled`` is raised at its current
         await; it may clean up, then ends ``cancelled``. Asking twice is harmless."""
         if reason is not None and not isinstance(reason, str):
             raise TypeError(f"cancel reason must be a string, not {reason!r}")
-        self._deliver(run_id, cancel_item(reason), "the cancellation")
+        self.deliver(run_id, cancel_item(reason), "the cancellation")
 
-    def _deliver(self, run_id: str, item: InboxItem, what: str) -> None:
+    def deliver(self, run_id: str, item: InboxItem, what: str) -> None:
+        """Deliver ``item`` to the live tip of ``run_id``'s chain; :class:`RunClosed` naming
+        ``what`` when the run has ended."""
         for _ in range(3):
             tip = self.tip(run_id)
             delivery = self.journal.deliver(tip, item)
@@ -181,7 +211,10 @@ class Client:
             return info.result
         if info.status is RunStatus.CANCELLED:
             raise Cancelled(run_id, info.reason)
-        raise WorkflowFailed(run_id, info.error or {"type": "unknown", "message": info.status})
+        error = info.error or {"type": "unknown", "message": info.status}
+        if str(error.get("type")) == WORKFLOW_TIMEOUT:
+            raise WorkflowTimeout(run_id, error)
+        raise WorkflowFailed(run_id, error)
 
     def describe(self, run_id: str) -> RunInfo:
         """The summary of the run (its chain's live tip); :class:`UnknownRun` for an unknown id."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random as _random
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from orchestrator.engine import decisions
 from orchestrator.model import payloads
+from orchestrator.model.deadlines import check_timeout
 from orchestrator.model.errors import OrchestratorError
 from orchestrator.model.events import timestamp
 from orchestrator.model.retry import RetryPolicy, Seconds, to_seconds
@@ -165,6 +167,7 @@ class WorkflowContext:
         retry: RetryPolicy | None = None,
         timeout: Seconds | None = None,
         queue: str | None = None,
+        heartbeat_timeout: Seconds | None = None,
         **kwargs: Any,
     ) -> Future[Any]:
         """Run a Celery task as an activity; await the result.
@@ -173,6 +176,8 @@ class WorkflowContext:
         whose queue option is used unless ``queue`` is given). ``timeout`` is start-to-close
         per attempt, enforced by the dispatcher; ``retry`` defaults to the orchestrator's
         ``default_retry``. A failed last attempt raises :class:`~orchestrator.ActivityFailed`.
+        With ``heartbeat_timeout``, an attempt that goes longer without calling
+        ``orchestrator.heartbeat()`` (from its start) times out and is retried by ``retry``.
         """
         name, args, kwargs, queue = _task_call(task, args, kwargs, queue)
         if retry is not None and not isinstance(retry, RetryPolicy):
@@ -186,6 +191,11 @@ class WorkflowContext:
             queue=queue,
             retry=retry or self._engine.default_retry,
             timeout=None if timeout is None else to_seconds(timeout, "timeout"),
+            heartbeat_timeout=(
+                None
+                if heartbeat_timeout is None
+                else check_timeout(heartbeat_timeout, "heartbeat_timeout")
+            ),
         )
         future: Future[Any] = Future(f"activity {name} (command {command.command_id})")
         self._engine.issue(command, future)
@@ -304,6 +314,20 @@ class WorkflowContext:
             raise TypeError(f"patched() needs a non-empty change id string, not {change_id!r}")
         return self._engine.patched(change_id)
 
+    def publish(self, name: str, value: Any) -> None:
+        """Publish ``value`` (JSON) under ``name`` for ``orc.query(run_id, name)``, which
+        returns the newest value published under it. Journaled (a ``value_published``
+        event), so it is the same on every replay; a value JSON cannot carry, or larger than
+        ``max_payload_bytes``, raises :class:`~orchestrator.PayloadError` here."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"publish needs a name of 1-200 printable characters, not {name!r}")
+        limit = self._engine.max_payload_bytes
+        published = payloads.roundtrip(value, f"value published under {name!r}", limit)
+        command = decisions.PublishValue(
+            command_id=self._engine.next_command_id(), name=name, value=published
+        )
+        self._engine.issue(command)
+
 
 class Saga:
     """``async with ctx.saga() as saga: ...; saga.compensate_with(undo.s(x))``."""
@@ -364,6 +388,9 @@ class Saga:
             exc.add_note("compensation failed: " + "; ".join(failures))
         return False
 
+
+#: A published value's name: printable, as a signal's.
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
 #: The longest task name and queue name the journal keeps.
 NAME_LIMIT = 255

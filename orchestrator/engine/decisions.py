@@ -81,12 +81,13 @@ class ScheduleActivity(Command):
     timeout: float | None
     attempt_no: int = 1
     delay: float = 0.0
+    heartbeat_timeout: float | None = None
 
     def attempt(self) -> int | None:
         return self.attempt_no
 
     def data(self) -> dict[str, Any]:
-        return {
+        data = {
             "task": self.task_name,
             "args": self.args,
             "kwargs": self.kwargs,
@@ -95,6 +96,9 @@ class ScheduleActivity(Command):
             "timeout": self.timeout,
             "delay": self.delay,
         }
+        if self.heartbeat_timeout is not None:
+            data["heartbeat_timeout"] = self.heartbeat_timeout
+        return data
 
     def target(self) -> str:
         return self.task_name
@@ -118,6 +122,7 @@ class ScheduleActivity(Command):
             timeout_seconds=self.timeout,
             kind=self.kind,
             target_activity_id=self.target_activity(),
+            heartbeat_timeout=self.heartbeat_timeout,
         )
 
     def target_activity(self) -> int | None:
@@ -205,6 +210,25 @@ class RecordMarker(Command):
 
     def data(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def target(self) -> str:
+        return self.name
+
+    def recorded_target(self, event: Event) -> str:
+        return str(event.data.get("name", ""))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishValue(Command):
+    """A value published under a name for queries (``ctx.publish``): the newest one under
+    each name is what ``orc.query`` returns."""
+
+    event_type: ClassVar[EventType] = EventType.VALUE_PUBLISHED
+    name: str
+    value: Any = None
+
+    def data(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value}
 
     def target(self) -> str:
         return self.name

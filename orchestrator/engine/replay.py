@@ -399,6 +399,14 @@ class Replayer:
     ) -> None:
         self._pending_cancel = Cancelled(self.run_id, data.get("reason"))
 
+    def _on_run_timed_out(
+        self, _cid: int | None, _attempt: int | None, data: dict[str, Any]
+    ) -> None:
+        """The run's execution timeout passed: it fails here, and its code runs no further
+        (no cleanup is awaited, as for a process that ran out of time)."""
+        error = data.get("error") or {"type": "WorkflowTimeout", "message": "timed out"}
+        self._finish(decisions.FailRun(error=dict(error)))
+
     def _current_activity(self, cid: int | None, attempt: int | None) -> _Activity | None:
         activity = self._activities.get(cid) if cid is not None else None
         if activity is None or activity.future.done or activity.command.attempt_no != attempt:
@@ -538,4 +546,5 @@ _HANDLERS: dict[EventType, _Handler] = {
     EventType.CHILD_CANCELLED: Replayer._on_child_cancelled,
     EventType.COMPENSATION_COMPLETED: Replayer._on_activity_completed,
     EventType.COMPENSATION_FAILED: Replayer._on_activity_failed,
+    EventType.RUN_TIMED_OUT: Replayer._on_run_timed_out,
 }

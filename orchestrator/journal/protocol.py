@@ -121,7 +121,28 @@ class Delivery:
 
 #: Inbox items a run that continues as new hands, unabsorbed, to its continuation: they were
 #: sent to the chain, not to one generation of it.
-INHERITED_BY_CONTINUATION = (EventType.SIGNAL_RECEIVED, EventType.CANCEL_REQUESTED)
+INHERITED_BY_CONTINUATION = (
+    EventType.SIGNAL_RECEIVED,
+    EventType.CANCEL_REQUESTED,
+    EventType.RUN_TIMED_OUT,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Published:
+    """A value a run published with ``ctx.publish`` (see :meth:`Journal.latest_published`)."""
+
+    run_id: str
+    seq: int
+    value: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    """A heartbeat recorded (see :meth:`Journal.record_heartbeat`): the attempt's
+    ``heartbeat_timeout`` (``None``: it has none), which paces the next beat."""
+
+    heartbeat_timeout: float | None
 
 
 def collect_dispatch(refs: list[RunRef], delivery: Delivery) -> None:
@@ -445,4 +466,47 @@ class Journal(Protocol):
         schedule then waits for its first slot after now. Firing creates the run
         :func:`~orchestrator.model.schedules.slot_run_id`, idempotently, so a slot fired
         twice starts one run. Returns the runs created, to dispatch."""
+        ...
+
+    # -- authoring: queries, signal-with-start, execution and heartbeat timeouts -----------
+    def latest_published(self, run_id: str, name: str) -> Published | None:
+        """The value last published under ``name`` (a ``value_published`` event) by the
+        continue-as-new chain of ``run_id``: its newest generation that published one, its
+        last such event. ``None`` when none did (or the run is unknown). A read, no lock."""
+        ...
+
+    def start_or_deliver(self, run: NewRun, item: InboxItem) -> tuple[bool, Delivery]:
+        """Signal-with-start: in one transaction, insert ``run`` (as :meth:`create_run`)
+        with ``item`` already in its inbox, or, when its id exists, :meth:`deliver` ``item``
+        to it. Concurrent calls for one run id serialise on the id: exactly one creates the
+        run, every item is delivered once. Returns whether this call created the run, and
+        the delivery (for a created run: accepted, and the run to dispatch)."""
+        ...
+
+    def expire_runs(self, limit: int = 100) -> list[RunRef]:
+        """Execution timeouts: for each run whose ``deadline_at`` has passed (a chain's
+        deadline is kept on the run that began it), deliver ``run_timed_out`` to the open run
+        of its chain, if any, and clear the deadline, in one transaction (rows locked
+        elsewhere skipped). Returns the runs to dispatch."""
+        ...
+
+    def record_heartbeat(self, task_id: str, details: Any = None) -> Beat | None:
+        """An activity attempt is alive: its heartbeat deadline moves to now plus its
+        ``heartbeat_timeout`` and ``details`` (when not ``None``) replace the ones it
+        recorded before. ``None``, and nothing written, when the attempt is no longer
+        current (finished: its outcome journaled, timed out, or its run ended) or unknown.
+        One statement; it takes no run lock."""
+        ...
+
+    def heartbeat_details(self, run_id: str, command_id: int, attempt: int) -> Any:
+        """The details last recorded by the activity's attempts up to ``attempt`` (the
+        newest attempt that recorded some), or ``None``."""
+        ...
+
+    def expire_heartbeats(self, limit: int = 100) -> list[RunRef]:
+        """Unfinished attempts past their heartbeat deadline (silent longer than their
+        ``heartbeat_timeout``, counted from their start or last heartbeat) are finished and
+        become inbox items under their :func:`outcome_key`: ``activity_timed_out`` (or
+        ``compensation_failed``) with a ``HeartbeatTimeout`` error. One transaction, rows
+        locked elsewhere skipped. Returns the runs to dispatch."""
         ...

@@ -153,6 +153,36 @@ class Cancelled(BaseException):
         self.reason = reason
 
 
+class WorkflowTimeout(WorkflowFailed):
+    """The run (with its continuations) was still open when its execution timeout passed
+    (``orc.start(..., timeout=)``): it ended ``failed`` with an error of this type, and
+    ``orc.result`` raises this (a :class:`WorkflowFailed`)."""
+
+
+class NotPublished(OrchestratorError, LookupError):
+    """``orc.query``: the run has published no value under that name (yet)."""
+
+    def __init__(self, run_id: str, name: str) -> None:
+        super().__init__(f"run {run_id} has published no value under {name!r}")
+        self.run_id = run_id
+        self.name = name
+
+
+class ActivityCancelled(OrchestratorError):
+    """Raised by ``orchestrator.heartbeat()`` in an activity attempt that is no longer
+    current: its outcome was journaled or it timed out (a retry may be running), or its run
+    ended or was cancelled. Nothing would take the attempt's result: let it propagate.
+
+    An ``Exception``, not a ``BaseException``: Celery's worker treats the latter as fatal."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"activity attempt {task_id} is no longer current (it ended, timed out, or its "
+            "run ended or was cancelled): stop its work"
+        )
+        self.task_id = task_id
+
+
 #: The module name under which this module's error types are journaled.
 _JOURNALED_MODULE = "orchestrator.errors"
 

@@ -36,6 +36,8 @@ class EventType(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"
     RUN_CONTINUED = "run_continued"
+    VALUE_PUBLISHED = "value_published"
+    RUN_TIMED_OUT = "run_timed_out"
 
 
 #: Events written by the run's own decisions (replay checks code against them).
@@ -50,6 +52,7 @@ COMMAND_EVENTS = frozenset(
         EventType.RUN_FAILED,
         EventType.RUN_CANCELLED,
         EventType.RUN_CONTINUED,
+        EventType.VALUE_PUBLISHED,
     }
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.model.deadlines import check_timeout
 from orchestrator.model.events import EventType
 
 
@@ -30,6 +31,10 @@ class NewRun:
     #: :mod:`orchestrator.model.limits`); a keyed run starts ``queued`` until admitted.
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    #: Seconds after its creation when the run's chain (it and its continuations) fails with
+    #: ``WorkflowTimeout`` if it is still open (``None``: never); the journal keeps the
+    #: deadline. See :mod:`orchestrator.model.deadlines`.
+    execution_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if (self.parent_run_id is None) != (self.parent_command_id is None):
@@ -41,6 +46,8 @@ class NewRun:
                 f"run {self.run_id}: parent_close_policy must be 'cancel' or 'abandon', "
                 f"not {self.parent_close_policy!r}"
             )
+        if self.execution_timeout is not None:
+            check_timeout(self.execution_timeout, f"run {self.run_id}: execution timeout")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +91,8 @@ class OutboxTask:
     #: attempt may still be queued, so the worker that takes this one records its start
     #: before running it.
     resent: bool = False
+    #: Seconds the attempt may go without a heartbeat before it times out (``None``: no limit).
+    heartbeat_timeout: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

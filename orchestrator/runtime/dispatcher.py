@@ -48,6 +48,8 @@ class Dispatcher:
         refs += self.journal.fire_due_timers(BATCH)
         refs += self.journal.expire_tasks(BATCH)
         refs += self.journal.fire_due_schedules(BATCH)
+        refs += self.journal.expire_heartbeats(BATCH)
+        refs += self.journal.expire_runs(BATCH)
         refs += self.journal.take_runnable(
             redispatch_after=self.settings.redispatch_after,
             limit=BATCH,

@@ -328,3 +328,67 @@ async def limited(ctx: WorkflowContext, key: str, seconds: float) -> str:
 async def limited_by_key(ctx: WorkflowContext, customer: str, key: str, seconds: float) -> str:
     await ctx.activity(noop)
     return await ctx.activity(slow, key, seconds)
+
+
+# -- authoring: queries, signal-with-start, execution timeouts, heartbeats ------------------
+@orc.workflow(name="publishing")
+async def publishing(ctx: WorkflowContext, n: int) -> int:
+    """Publishes its progress, then waits for ``go``."""
+    for i in range(n):
+        ctx.publish("progress", {"done": i, "of": n})
+        await ctx.activity(add, i, 0)
+    ctx.publish("progress", "waiting")
+    await ctx.wait_signal("go")
+    ctx.publish("progress", "done")
+    return n
+
+
+@orc.workflow(name="publishing_badly")
+async def publishing_badly(ctx: WorkflowContext) -> None:
+    ctx.publish("state", {"when": object()})
+
+
+@orc.workflow(name="collector")
+async def collector(ctx: WorkflowContext, n: int) -> list[Any]:
+    """The payloads of ``n`` signals ``item``, in the order they were journaled."""
+    return [await ctx.wait_signal("item") for _ in range(n)]
+
+
+@orc.workflow(name="sleepy_parent")
+async def sleepy_parent(ctx: WorkflowContext, seconds: float) -> str:
+    return str(await ctx.child(sleepy_child, seconds, run_id=f"{ctx.run_id}-child"))
+
+
+@orc.workflow(name="forever")
+async def forever(ctx: WorkflowContext, generation: int) -> int:
+    """Continues as new after a short sleep, without end."""
+    await ctx.sleep(0.3)
+    return await ctx.continue_as_new(generation + 1)
+
+
+@app.task
+def heartbeating(key: str, silent_for: float) -> dict[str, Any]:
+    """Its first attempt records progress, then goes silent for ``silent_for`` seconds and
+    beats again (to learn it was superseded); a retry reports where it resumed from."""
+    from orchestrator import ActivityCancelled, activity_info, heartbeat
+
+    info = activity_info()
+    record(key)
+    if info.attempt == 1:
+        heartbeat({"done": 5})
+        time.sleep(silent_for)
+        try:
+            heartbeat({"done": 6})
+        except ActivityCancelled:
+            record(f"{key}-cancelled")
+            raise
+    return {"attempt": info.attempt, "resumed_from": info.heartbeat_details}
+
+
+@orc.workflow(name="beating")
+async def beating(ctx: WorkflowContext, key: str, silent_for: float) -> dict[str, Any]:
+    policy = RetryPolicy(max_attempts=3, initial_interval=0.1)
+    result: dict[str, Any] = await ctx.activity(
+        heartbeating, key, silent_for, retry=policy, heartbeat_timeout=1.5
+    )
+    return result

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from orchestrator.journal.memory import admission
+from orchestrator.journal.memory.authoring import AuthoringOps
 from orchestrator.journal.memory.rows import (
     ACTIVE,
     EventRow,
@@ -39,13 +40,14 @@ from orchestrator.journal.protocol import (
     timer_key,
 )
 from orchestrator.model import payloads
+from orchestrator.model.deadlines import deadline
 from orchestrator.model.errors import LeaseLost
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
 
-class InMemoryJournal(MemorySchedules):
+class InMemoryJournal(MemorySchedules, AuthoringOps):
     """A :class:`~orchestrator.journal.protocol.Journal` held in memory, for fast tests of
     replay logic.
 
@@ -90,6 +92,7 @@ class InMemoryJournal(MemorySchedules):
             dispatched_at=now,
             updated_at=now,
             events=[EventRow.of(1, started, now)],
+            deadline_at=deadline(run, now),
         )
         return admission.hold(row)
 
@@ -405,6 +408,8 @@ class InMemoryJournal(MemorySchedules):
             task.started_at = now = self._clock()
             timeout = task.spec.timeout_seconds
             task.deadline_at = None if timeout is None else now + timeout
+            beat = task.spec.heartbeat_timeout
+            task.heartbeat_deadline_at = None if beat is None else now + beat
             return TaskStart.STARTED
 
     def renew_unstarted(self, task_id: str) -> bool:

@@ -63,6 +63,10 @@ class TaskRow:
     started_at: float | None = None
     deadline_at: float | None = None
     finished: bool = False
+    #: When the attempt times out unless it sends a heartbeat (its start or last beat plus
+    #: its ``heartbeat_timeout``), and the details its beats recorded (JSON text).
+    heartbeat_deadline_at: float | None = None
+    heartbeat_details: str | None = None
 
     def read(self) -> OutboxTask:
         return replace(
@@ -87,6 +91,8 @@ class RunRow:
     dispatched_at: float | None = None
     updated_at: float = 0.0
     closed_at: float | None = None
+    #: The chain's execution deadline (kept on the run that began it; cleared once acted on).
+    deadline_at: float | None = None
     events: list[EventRow] = field(default_factory=list)
     inbox: dict[int, InboxRow] = field(default_factory=dict)
     #: Dedupe keys taken, absorbed ones included (the SQL journal keeps absorbed rows).

@@ -34,6 +34,7 @@ from orchestrator.journal.protocol import (
     TaskStart,
 )
 from orchestrator.journal.sql import admission
+from orchestrator.journal.sql.authoring import AuthoringQueries
 from orchestrator.journal.sql.commit import NotAwaited, StepCommits, step_events, step_values
 from orchestrator.journal.sql.rows import (
     CLAIM,
@@ -71,7 +72,7 @@ from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(StepCommits, ScheduleQueries):
+class SqlJournal(StepCommits, ScheduleQueries, AuthoringQueries):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Row
 from orchestrator.journal.protocol import Claimed, Lease, RunRef
 from orchestrator.journal.sql import schema
 from orchestrator.model import limits, payloads
+from orchestrator.model.deadlines import deadline
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus, timestamp
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
@@ -162,6 +163,7 @@ NEW_RUN_COLUMNS = (
     "updated_at",
     "concurrency_key",
     "concurrency_limit",
+    "deadline_at",
 )
 
 
@@ -184,6 +186,7 @@ _unstarted_task = (
 START_TASK = _unstarted_task.values(
     started_at=sa.bindparam("p_now"),
     deadline_at=sa.bindparam("p_now") + tasks.c.timeout_seconds,
+    heartbeat_deadline_at=sa.bindparam("p_now") + tasks.c.heartbeat_timeout,
 )
 RENEW_TASK = _unstarted_task.values(published_at=sa.bindparam("p_now"))
 TASK_FINISHED = sa.select(tasks.c.finished).where(tasks.c.task_id == _task_param)
@@ -209,6 +212,7 @@ TASK_COLUMNS = (
     "created_at",
     "published_at",
     "finished",
+    "heartbeat_timeout",
 )
 
 
@@ -441,6 +445,7 @@ def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, An
         "concurrency_key": run.concurrency_key,
         "concurrency_limit": run.concurrency_limit,
         **(limits.queued_columns(run) if queued else {}),
+        "deadline_at": deadline(run, now),
     }
 
 
@@ -504,6 +509,7 @@ def task_row(task: OutboxTask, now: float) -> dict[str, Any]:
         "created_at": now,
         "published_at": now if task.available_at <= now else None,
         "finished": False,
+        "heartbeat_timeout": task.heartbeat_timeout,
     }
 
 
@@ -522,4 +528,5 @@ def outbox_task(row: Row[Any], *, resent: bool = False) -> OutboxTask:
         timeout_seconds=row.timeout_seconds,
         target_activity_id=row.target_activity_id,
         resent=resent,
+        heartbeat_timeout=row.heartbeat_timeout,
     )

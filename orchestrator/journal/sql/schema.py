@@ -21,6 +21,7 @@ _limited = sa.text(
     "concurrency_key IS NOT NULL"
     " AND status IN ('queued', 'runnable', 'running', 'suspended', 'blocked')"
 )
+_has_deadline = sa.text("deadline_at IS NOT NULL")
 
 runs = sa.Table(
     "runs",
@@ -50,6 +51,9 @@ runs = sa.Table(
     # A run under its workflow's concurrency limit (see orchestrator.model.limits).
     sa.Column("concurrency_key", sa.String(600)),
     sa.Column("concurrency_limit", sa.Integer),
+    # A chain's execution deadline, on the run that began it; cleared once the dispatcher
+    # acted on it, so its index holds the deadlines still to come.
+    sa.Column("deadline_at", sa.Float),
     sa.Index("ix_runs_active", "status", postgresql_where=_active, sqlite_where=_active),
     sa.Index("ix_runs_created_at", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
@@ -63,6 +67,12 @@ runs = sa.Table(
         "created_at",
         postgresql_where=_limited,
         sqlite_where=_limited,
+    ),
+    sa.Index(
+        "ix_runs_deadline_at",
+        "deadline_at",
+        postgresql_where=_has_deadline,
+        sqlite_where=_has_deadline,
     ),
 )
 
@@ -119,6 +129,10 @@ tasks = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("deadline_at", sa.Float),
     sa.Column("finished", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("heartbeat_timeout", sa.Float),
+    # The attempt's start or last heartbeat plus its heartbeat_timeout.
+    sa.Column("heartbeat_deadline_at", sa.Float),
+    sa.Column("heartbeat_details", sa.Text),
     # By run and id: ending an awaited task names both, and either index then finds it.
     sa.Index("ix_tasks_run_id_task_id", "run_id", "task_id"),
     sa.Index(
@@ -130,6 +144,12 @@ tasks = sa.Table(
     sa.Index(
         "ix_tasks_unfinished_deadline",
         "deadline_at",
+        postgresql_where=_unfinished,
+        sqlite_where=_unfinished,
+    ),
+    sa.Index(
+        "ix_tasks_unfinished_heartbeat",
+        "heartbeat_deadline_at",
         postgresql_where=_unfinished,
         sqlite_where=_unfinished,
     ),
