@@ -1,4 +1,4 @@
-"""The test kit's example, shown verbatim by the testing guide (docs/pages/guides/testing.md)."""
+"""The test kit's example, shown verbatim by the testing guide (docs/pages/how-to/testing.md)."""
 
 # --8<-- [start:example]
 import pytest
@@ -22,6 +22,5 @@ def test_an_order_nobody_approves_is_refunded(workflow_environment):
 def test_the_testing_guide_shows_this_example() -> None:
     from pathlib import Path
 
-    guide = Path(__file__).parents[1] / "docs" / "pages" / "guides" / "testing.md"
-    # pymdownx.snippets' block form, which ruff's Markdown formatter leaves alone
-    assert "--8<--\ntests/test_testkit_example.py:example\n--8<--" in guide.read_text()
+    guide = Path(__file__).parents[1] / "docs" / "pages" / "how-to" / "testing.md"
+    assert '--8<-- "tests/test_testkit_example.py:example"' in guide.read_text()
