@@ -57,6 +57,7 @@ def make(broker: str, prefix: str, journal_url: str | None = None) -> tuple[Cele
         result_expires=600,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
         worker_hijack_root_logger=False,
     )
     orc = Orchestrator(

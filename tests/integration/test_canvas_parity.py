@@ -11,45 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from celery import Celery, chain, chord, group
+from celery import chain, chord, group
 from celery.canvas import Signature
 
-from orchestrator import WorkflowFailed
+from orchestrator import Cancelled, EventType, RunStatus, WorkflowFailed
 from tests.integration import canvasapp
+from tests.integration.canvas_cluster import OTHER, Tasks, running
 from tests.integration.cluster import Cluster, wait_for
-
-OTHER = "other"
 
 
 @pytest.fixture(scope="module")
 def canvas_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A journal, one worker of the canvas app (also on a second queue) and a dispatcher;
-    ``cluster.orc`` is this process's instance of the app's orchestrator."""
-    c = Cluster(tmp_path_factory.mktemp("canvas"), app="tests.integration.canvasapp")
-    c.orc = canvasapp.make(c.broker, c.name, c.url)[1]
-    try:
-        c.start_worker(queues=f"{c.name}-default,{c.name}-{OTHER}")
-        c.start_dispatcher()
-        yield c
-    finally:
-        c.stop()
-
-
-class Tasks:
-    """Signatures of the canvas app's tasks: ``t.add(1, 2)`` is ``canvas.add.s(1, 2)``."""
-
-    def __init__(self, app: Celery, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix
-
-    def __getattr__(self, name: str) -> Callable[..., Signature]:
-        def make(*args: Any, **kwargs: Any) -> Signature:
-            return self.app.signature(f"canvas.{name}", args=args, kwargs=kwargs)
-
-        return make
-
-    def si(self, name: str, *args: Any, **kwargs: Any) -> Signature:
-        return self.app.signature(f"canvas.{name}", args=args, kwargs=kwargs, immutable=True)
+    with running(tmp_path_factory.mktemp("canvas")) as cluster:
+        yield cluster
 
 
 @dataclass(frozen=True)
@@ -170,7 +144,7 @@ def _keys(case: Case) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_same_result_as_celery(canvas_cluster: Cluster, case: Case) -> None:
-    t = Tasks(canvas_cluster.orc.app, canvas_cluster.name)
+    t = Tasks(canvas_cluster)
     keys = _keys(case)
     expected = case.build(t, keys["celery"]).apply_async().get(timeout=30)
     handle = canvas_cluster.orc.start_canvas(case.build(t, keys["durable"]))
@@ -180,7 +154,7 @@ def test_same_result_as_celery(canvas_cluster: Cluster, case: Case) -> None:
 
 @pytest.mark.parametrize("case", FAILING, ids=[c.id for c in FAILING])
 def test_same_failure_as_celery(canvas_cluster: Cluster, case: Case) -> None:
-    t = Tasks(canvas_cluster.orc.app, canvas_cluster.name)
+    t = Tasks(canvas_cluster)
     keys = _keys(case)
     with pytest.raises(Exception) as raised:
         case.build(t, keys["celery"]).apply_async().get(timeout=30)
@@ -205,7 +179,7 @@ def _normal(message: str) -> str:
 
 
 def test_the_canvas_is_journaled_as_signature_dicts(canvas_cluster: Cluster) -> None:
-    t = Tasks(canvas_cluster.orc.app, canvas_cluster.name)
+    t = Tasks(canvas_cluster)
     canvas = chain(t.add(1, 2), group(t.add(1), t.mul(2)))
     handle = canvas_cluster.orc.start_canvas(canvas)
     assert canvas_cluster.orc.result(handle.run_id, timeout=60) == [4, 6]
@@ -216,3 +190,22 @@ def test_the_canvas_is_journaled_as_signature_dicts(canvas_cluster: Cluster) -> 
     assert [s["task"] for s in journaled["kwargs"]["tasks"]] == ["canvas.add", "celery.group"]
     names = [e.data.get("task") for e in history if e.type.value == "activity_scheduled"]
     assert names == ["canvas.add", "canvas.add", "canvas.mul"]
+
+
+def test_cancelling_a_canvas_stops_it_at_its_current_step(canvas_cluster: Cluster) -> None:
+    t = Tasks(canvas_cluster)
+    key = f"cancel-{uuid.uuid4().hex[:8]}"
+    canvas = chain(t.gate(1, key), t.add(1), t.mul(10))
+    handle = canvas_cluster.orc.start_canvas(canvas)
+    try:
+        wait_for(lambda: canvasapp.recorded(key), 30, "the first step to start")
+        canvas_cluster.orc.cancel(handle.run_id, "no longer wanted")
+        with pytest.raises(Cancelled):
+            canvas_cluster.orc.result(handle.run_id, timeout=30)
+    finally:
+        (canvasapp.effects() / f"{key}.open").touch()
+    info = canvas_cluster.orc.describe(handle.run_id)
+    assert info.status is RunStatus.CANCELLED
+    history = canvas_cluster.orc.history(handle.run_id)
+    scheduled = [e.data["task"] for e in history if e.type is EventType.ACTIVITY_SCHEDULED]
+    assert scheduled == ["canvas.gate"]
