@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import control, db, processes, runs
+from orchestrator.cli import canvas, control, db, processes, runs
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,
@@ -21,6 +21,7 @@ _COMMANDS: list[click.Command] = [
     control.signal_cmd,
     control.cancel_cmd,
     runs.runs_group,
+    canvas.start_canvas_cmd,
 ]
 
 

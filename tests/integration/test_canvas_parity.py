@@ -5,6 +5,8 @@ real worker, ``apply_async().get()`` on a Redis result backend and ``orc.start_c
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from celery.canvas import Signature
 from orchestrator import Cancelled, EventType, RunStatus, WorkflowFailed
 from tests.integration import canvasapp
 from tests.integration.canvas_cluster import OTHER, Tasks, running
-from tests.integration.cluster import Cluster, wait_for
+from tests.integration.cluster import BIN, ROOT, Cluster, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +211,28 @@ def test_cancelling_a_canvas_stops_it_at_its_current_step(canvas_cluster: Cluste
     history = canvas_cluster.orc.history(handle.run_id)
     scheduled = [e.data["task"] for e in history if e.type is EventType.ACTIVITY_SCHEDULED]
     assert scheduled == ["canvas.gate"]
+
+
+def test_start_canvas_from_the_command_line(canvas_cluster: Cluster) -> None:
+    t = Tasks(canvas_cluster)
+    canvas = json.dumps(chain(t.add(1, 2), group(t.add(1), t.mul(2))))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "continuum"), "-A", canvas_cluster.app, *args],
+            cwd=ROOT,
+            env=canvas_cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    started = cli("start-canvas", canvas, "--timeout", "30")
+    assert started.returncode == 0, started.stderr
+    result = cli("result", started.stdout.strip(), "--timeout", "30")
+    assert json.loads(result.stdout) == [4, 6]
+    unknown = cli("start-canvas", json.dumps(t.app.signature("canvas.nope")))
+    assert unknown.returncode != 0
+    assert "unknown task 'canvas.nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
