@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.app.task import Context
 
-from orchestrator.celery import canvas_walk
+from orchestrator.celery import canvas_rules, canvas_walk
 from orchestrator.celery.host import Host
 from orchestrator.model import payloads
 from orchestrator.model.errors import OrchestratorError
@@ -29,7 +29,7 @@ MAX_DEPTH = 32
 #: Options a durable run honours (besides Celery's own bookkeeping, which it drops).
 SUPPORTED = frozenset({"queue", "countdown", "eta", "link", "link_error"})
 #: Options that change how a message is published, not what runs: the journal publishes.
-IGNORED = canvas_walk.BOOKKEEPING | {
+IGNORED = canvas_rules.BOOKKEEPING | {
     "reply_to",
     "stamped_headers",
     "stamps",
@@ -152,7 +152,7 @@ class _Checker:
             if key in ("link", "link_error"):
                 value = [
                     self.node(cb, f"{where}.{key}[{i}]", depth + 1)
-                    for i, cb in enumerate(canvas_walk.listed(value))
+                    for i, cb in enumerate(canvas_rules.listed(value))
                 ]
             elif key == "queue":
                 value = getattr(value, "name", value)

@@ -11,7 +11,7 @@ from celery import Celery, chain, chord, group
 from celery.canvas import Signature
 
 from orchestrator import Orchestrator, PayloadError
-from orchestrator.celery import canvas, canvas_walk
+from orchestrator.celery import canvas, canvas_rules, canvas_walk
 from orchestrator.journal.memory.journal import InMemoryJournal
 
 
@@ -89,7 +89,7 @@ def test_a_canvas_nested_to_the_limit_is_accepted(orc: Orchestrator) -> None:
 
 def steps(orc: Orchestrator, sig: Signature) -> list[str]:
     walked = canvas.prepare(orc.app, sig, max_payload_bytes=10**6)
-    return [canvas_walk.kind(s) for s in canvas_walk.chain_steps(walked)]
+    return [canvas_rules.kind(s) for s in canvas_rules.chain_steps(walked)]
 
 
 def test_chain_steps_follow_celerys_upgrades(orc: Orchestrator) -> None:
@@ -107,7 +107,7 @@ def test_a_chains_error_callback_reaches_every_step_and_its_link_the_last(
     errback, link = add(orc, 0, 0), add(orc, 9)
     sig = chain(add(orc, 1, 1), add(orc, 2)).set(link_error=[errback], link=[link])
     walked = canvas.prepare(orc.app, sig, max_payload_bytes=10**6)
-    first, last = canvas_walk.chain_steps(walked)
+    first, last = canvas_rules.chain_steps(walked)
     assert [e["task"] for e in first["options"]["link_error"]] == ["u.add"]
     assert "link" not in first["options"]
     assert [cb["args"] for cb in last["options"]["link"]] == [[9]]
@@ -124,3 +124,15 @@ def test_the_errors_a_canvas_raises_keep_their_type_and_message() -> None:
 def test_every_orchestrator_registers_the_canvas_workflow(orc: Orchestrator) -> None:
     assert orc.registry.has(canvas_walk.WORKFLOW, canvas_walk.VERSION)
     assert canvas_walk.ERRBACK_TASK in orc.app.tasks
+
+
+def test_a_chords_error_callback_reaches_its_header_only_when_the_app_says_so(
+    orc: Orchestrator,
+) -> None:
+    errback = add(orc, 0, 0)
+    walked = canvas.prepare(orc.app, chord([add(orc, 1, 1)], add(orc, 2)), max_payload_bytes=10**6)
+    for on_header, expected in ((False, []), (True, [True])):
+        linked = canvas_rules.with_errback(walked, errback, on_header)
+        (member,) = linked["kwargs"]["header"]
+        assert [e["immutable"] for e in member["options"].get("link_error", [])] == expected
+        assert linked["kwargs"]["body"]["options"]["link_error"] == [errback]
