@@ -122,6 +122,21 @@ def _tasks(app: Celery) -> None:
         message = re.sub(r"Dependency \S+ raised", "Dependency <id> raised", str(exc))
         record(key, [type(exc).__name__, message, isinstance(request.id, str)])
 
+    @task(
+        name="canvas.flaky",
+        shared=False,
+        autoretry_for=(ValueError,),
+        retry_kwargs={"max_retries": 3, "countdown": 0},
+    )
+    def flaky(key: str) -> int:
+        """Fails with ``ValueError`` on its first call; Celery's ``autoretry_for`` retries it.
+        Returns how many times it was called."""
+        record(key, ["call"])
+        calls = len(recorded(key))
+        if calls < 2:
+            raise ValueError(f"call {calls}")
+        return calls
+
     @task(name="canvas.slow", shared=False)
     def slow(x: Any, seconds: float, key: str) -> Any:
         """Records its start, sleeps, returns ``x``."""

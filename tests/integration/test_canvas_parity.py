@@ -85,6 +85,7 @@ CASES = [
         "chain-into-chord", lambda t, k: chain(t.add(1, 1), _chord([t.add(1), t.mul(3)], t.tsum()))
     ),
     Case("queue", lambda t, k: chain(t.add(1, 1), t.where().set(queue=f"{t.prefix}-{OTHER}"))),
+    Case("task-autoretry", lambda t, k: chain(t.flaky(k), t.add(1))),
     Case("countdown", lambda t, k: chain(t.add(1, 1).set(countdown=1), t.add(1))),
     Case("link", lambda t, k: _linked(t.add(1, 1), t.mark(key=k)), True),
     Case("chain-link", lambda t, k: _linked(chain(t.add(1, 1), t.add(1)), t.mark(key=k)), True),

@@ -13,6 +13,9 @@ from celery.canvas import Signature
 from orchestrator import Orchestrator, PayloadError
 from orchestrator.celery import canvas, canvas_rules, canvas_walk
 from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.model.events import EventType
+from tests.builders import completed
+from tests.unit.harness import Harness, failed, timed_out
 
 
 def make_app(name: str) -> Celery:
@@ -136,3 +139,40 @@ def test_a_chords_error_callback_reaches_its_header_only_when_the_app_says_so(
         (member,) = linked["kwargs"]["header"]
         assert [e["immutable"] for e in member["options"].get("link_error", [])] == expected
         assert linked["kwargs"]["body"]["options"]["link_error"] == [errback]
+
+
+def walk(orc: Orchestrator, sig: Signature, timeout: float | None = None) -> Harness:
+    prepared = canvas.prepare(orc.app, sig, max_payload_bytes=10**6)
+    return Harness(canvas_walk.workflow_for(orc.app), prepared, {"timeout": timeout})
+
+
+def test_a_lost_attempt_is_made_again_and_a_raised_error_is_not(orc: Orchestrator) -> None:
+    h = walk(orc, chain(add(orc, 1, 1), add(orc, 10), add(orc, 100)), timeout=5)
+    h.step()
+    h.step([timed_out(h.command("u.add"), task="u.add", timeout=5)])
+    assert [name for _, name, _ in h.scheduled()] == ["u.add", "u.add"]
+    h.step([completed(h.command("u.add", 1), 2)])
+    scheduled = h.events(EventType.ACTIVITY_SCHEDULED)[-1]
+    assert scheduled.data["args"] == [2, 10]
+    h.step([failed(scheduled.command_id or 0, "ValueError", "bad step")])
+    end = h.terminal()
+    assert end is not None and end.type is EventType.RUN_FAILED
+    assert (end.data["error"]["type"], end.data["error"]["message"]) == ("ValueError", "bad step")
+    assert len(h.scheduled()) == 3  # the third step never ran
+    h.replay()  # the recorded history replays without a mismatch
+
+
+def test_a_link_runs_after_success_and_its_failure_leaves_the_result(orc: Orchestrator) -> None:
+    sig = add(orc, 1, 1)
+    sig.link(add(orc, 5))
+    h = walk(orc, sig)
+    h.step()
+    h.step([completed(h.command("u.add"), 2)])
+    link = h.events(EventType.ACTIVITY_SCHEDULED)[-1]
+    assert link.data["args"] == [2, 5]
+    assert h.terminal() is None  # the run waits for its callbacks
+    h.step([failed(link.command_id or 0)])
+    end = h.terminal()
+    assert end is not None and end.type is EventType.RUN_COMPLETED
+    assert end.data["result"] == 2
+    h.replay()
