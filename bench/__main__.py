@@ -16,7 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import fanout, idle, journal_step, latency, long_run, report, schedules, throughput
+from bench import (
+    canvas,
+    fanout,
+    idle,
+    journal_step,
+    latency,
+    long_run,
+    report,
+    schedules,
+    throughput,
+)
 from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
@@ -32,6 +42,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (long_run.NAMES, long_run.run),
     (idle.NAMES, idle.run),
     (schedules.NAMES, schedules.run),
+    (canvas.NAMES, canvas.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"

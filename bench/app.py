@@ -109,3 +109,16 @@ async def fanout(ctx: WorkflowContext, width: int) -> int:
 async def waiter(ctx: WorkflowContext) -> Any:
     """Waits (without a timer) for one signal that the benchmark never sends."""
     return await ctx.wait_signal("go")
+
+
+@app.task(name="bench.inc", ignore_result=False)
+def inc(x: int) -> int:
+    """A canvas link that passes its result on (kept in the result backend, as a chain's and a
+    chord header's results must be for ``get()``)."""
+    return x + 1
+
+
+@app.task(name="bench.total", ignore_result=False)
+def total(values: list[int]) -> int:
+    """A chord body: the sum of its header's results."""
+    return sum(values)

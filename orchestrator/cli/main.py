@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import control, db, processes, query, runs, schedules
+from orchestrator.cli import canvas, control, db, processes, query, runs, schedules
 from orchestrator.cli import replay as replay_cli
 
 _COMMANDS: list[click.Command] = [
@@ -25,6 +25,7 @@ _COMMANDS: list[click.Command] = [
     schedules.schedules_group,
     replay_cli.replay_cmd,
     query.query_cmd,
+    canvas.start_canvas_cmd,
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
+from orchestrator.celery import canvas
 from orchestrator.celery.install import install
 from orchestrator.celery.publisher import CeleryPublisher
 from orchestrator.celery.serializers import check_serializers
@@ -25,6 +26,7 @@ from orchestrator.engine.registry import Registry
 from orchestrator.journal.protocol import Journal
 from orchestrator.model import limits
 from orchestrator.model.events import Event, RunInfo
+from orchestrator.model.retry import to_seconds
 from orchestrator.model.schedules import ScheduleInfo
 from orchestrator.model.settings import Settings
 from orchestrator.runtime.dispatcher import Dispatcher
@@ -72,6 +74,7 @@ class Orchestrator:
         self._overrides = settings
         self._lock = threading.Lock()
         install(app, self)
+        canvas.install(app, self)
         _REGISTERED[id(app)] = self
 
     def configure(self, journal_url: str | None = None, **settings: Any) -> None:
@@ -181,6 +184,24 @@ class Orchestrator:
         that long after the start (its children are cancelled)."""
         run_id = self.client.start(workflow, *args, run_id=run_id, version=version, timeout=timeout)
         return RunHandle(run_id, self)
+
+    def start_canvas(
+        self, signature: Any, run_id: str | None = None, *, timeout: float | None = None
+    ) -> RunHandle:
+        """Run a Celery canvas (a signature, chain, group or chord, nested at will) durably,
+        with Celery's semantics; ``result`` returns what ``AsyncResult.get()`` would.
+
+        ``timeout`` (seconds) is each task's start-to-close limit: an attempt with no outcome
+        by then (its worker died) is made again. A canvas with a task the app does not know,
+        an argument JSON cannot carry or an option a durable run cannot honour is refused
+        here, before anything is written.
+        """
+        if timeout is not None:
+            timeout = to_seconds(timeout, "start_canvas timeout")
+        walked = canvas.prepare(
+            self.app, signature, max_payload_bytes=self.settings.max_payload_bytes
+        )
+        return self.start(canvas.WORKFLOW, walked, {"timeout": timeout}, run_id=run_id)
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for a run's result; raises ``WorkflowFailed``, ``Cancelled`` or ``TimeoutError``."""

@@ -47,7 +47,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 class Cluster:
     """One journal database and the processes that serve it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, app: str = APP, broker: str = BROKER) -> None:
+        self.app = app
+        self.broker = broker
         self.name = f"continuum_it_{uuid.uuid4().hex[:8]}"
         self.workdir = workdir
         self.effects = workdir / "effects"
@@ -60,7 +62,7 @@ class Cluster:
         self.env = {
             **os.environ,
             "ORCHESTRATOR_JOURNAL_URL": self.url,
-            "CELERY_BROKER_URL": BROKER,
+            "CELERY_BROKER_URL": broker,
             "CONTINUUM_TEST_PREFIX": self.name,
             "CONTINUUM_TEST_EFFECTS": str(self.effects),
             "PYTHONPATH": str(ROOT),
@@ -76,7 +78,7 @@ class Cluster:
                 )
             }
         )
-        self.module = importlib.import_module(APP)
+        self.module = importlib.import_module(app)
         self.orc = self.module.orc
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.dispatchers: dict[str, subprocess.Popen[bytes]] = {}
@@ -104,7 +106,7 @@ class Cluster:
             [
                 str(BIN / "celery"),
                 "-A",
-                APP,
+                self.app,
                 "worker",
                 "-l",
                 "info",
@@ -125,7 +127,7 @@ class Cluster:
         log = self.workdir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         self.dispatchers[name] = self._spawn(
-            name, [str(BIN / "continuum"), "-A", APP, "dispatcher"], self.env
+            name, [str(BIN / "continuum"), "-A", self.app, "dispatcher"], self.env
         )
         wait_for(
             lambda: b"dispatcher started" in log.read_bytes()[offset:],
@@ -150,7 +152,7 @@ class Cluster:
         # The cluster's queues (and messages a test left in them) and their bindings, and the
         # messages a killed worker took from them and never acknowledged (kombu keeps those in
         # one hash for the whole Redis, each naming the queue it came from).
-        broker = redis.Redis.from_url(BROKER)
+        broker = redis.Redis.from_url(self.broker)
         try:
             for key in broker.scan_iter(f"*{self.name}*"):
                 broker.delete(key)
