@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli import control, db, processes, runs
+from orchestrator.cli import retry as _retry  # noqa: F401  (adds ``runs retry``)
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,

@@ -26,6 +26,10 @@ class NewRun:
     continued_from_run_id: str | None = None
     #: What happens to this run, as a child, when its parent ends: "cancel" or "abandon".
     parent_close_policy: str = "cancel"
+    #: The failed run this one retries (see :mod:`orchestrator.journal.retry`).
+    retried_from_run_id: str | None = None
+    #: The W3C trace context (``traceparent``, ``tracestate``) the run is traced under.
+    trace_context: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if (self.parent_run_id is None) != (self.parent_command_id is None):

@@ -299,3 +299,23 @@ if "2" in VERSIONS:
         await ctx.activity(noop, 2)
         await ctx.activity(noop, 2)
         return {"version": "2", "node": NODE}
+
+
+@app.task
+def fixable(key: str) -> str:
+    """Fails until the file ``<key>.fixed`` exists in the effects directory: the fix that a
+    redeploy would bring."""
+    record(key)
+    fixed = Path(os.environ.get("CONTINUUM_TEST_EFFECTS", "/tmp")) / f"{key}.fixed"
+    if not fixed.exists():
+        raise RuntimeError(f"{key}: not fixed yet")
+    return f"{key} fixed"
+
+
+@orc.workflow(name="fix_then_retry")
+async def fix_then_retry(ctx: WorkflowContext, key: str) -> list[str]:
+    """A first activity that succeeds, then one that fails until it is fixed (no retries)."""
+    once = RetryPolicy(max_attempts=1)
+    first = await ctx.activity(flaky, f"{key}-first", 0, retry=once)
+    second = await ctx.activity(fixable, f"{key}-second", retry=once)
+    return [first, second]
