@@ -23,6 +23,7 @@ from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.model.ids import check_run_id
 from orchestrator.model.records import InboxItem, NewRun
 from orchestrator.model.settings import Settings
+from orchestrator.runtime import tracing
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.publisher import Publisher
 
@@ -68,7 +69,11 @@ class Client:
             list(args), f"arguments of workflow {definition.name}", self.settings.max_payload_bytes
         )
         run = NewRun(
-            run_id=run_id, workflow=definition.name, version=definition.version, args=args_list
+            run_id=run_id,
+            workflow=definition.name,
+            version=definition.version,
+            args=args_list,
+            trace_context=tracing.start_run(definition.name, run_id),
         )
         if self._create(run, definition):
             return run_id
