@@ -13,11 +13,11 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 
 from orchestrator import Orchestrator, WorkflowContext
 from orchestrator.cli import dev
 from orchestrator.runtime import tracing
+from tests import span_file
 from tests.traces import check_run_trace, from_sdk
 
 app = Celery("traced")
@@ -48,11 +48,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     try:
         yield spans
     finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
-        # Back to no provider: tracing is off again for the tests after this one.
-        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+        span_file.stop(provider, instrumentor)
 
 
 def test_tracing_is_off_without_a_tracer_provider() -> None:

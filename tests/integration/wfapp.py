@@ -319,3 +319,9 @@ async def fix_then_retry(ctx: WorkflowContext, key: str) -> list[str]:
     first = await ctx.activity(flaky, f"{key}-first", 0, retry=once)
     second = await ctx.activity(fixable, f"{key}-second", retry=once)
     return [first, second]
+
+
+if os.environ.get("CONTINUUM_TEST_TRACES"):
+    from tests.span_file import export_to
+
+    export_to(os.environ["CONTINUUM_TEST_TRACES"])
