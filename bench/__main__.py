@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import fanout, idle, journal_step, latency, long_run, report, throughput
+from bench import fanout, idle, journal_step, latency, long_run, report, throughput, tracing
 from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
@@ -31,6 +31,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (fanout.NAMES, fanout.run),
     (long_run.NAMES, long_run.run),
     (idle.NAMES, idle.run),
+    (tracing.NAMES, tracing.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"
@@ -65,6 +66,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="activities a worker process may run in place per message "
         "(orchestrator_eager_activities; default 0, every activity sent through the broker)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure w10 with OpenTelemetry tracing on (w10_traced), beside w10",
+    )
     parser.add_argument("--repeats", type=_positive, help="repetitions per figure (default 3)")
     parser.add_argument(
         "--scale",
@@ -98,7 +104,9 @@ def main(argv: list[str]) -> int:
         sizes = sizes.scaled(args.scale)
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
-    wanted = set(args.only or SCENARIOS)
+    wanted = set(args.only or [s for s in SCENARIOS if s not in tracing.NAMES])
+    if args.tracing:
+        wanted |= {"w10", *tracing.NAMES}
     command = shlex.join([".venv/bin/python", "-m", "bench", *argv])
 
     def terminate(signum: int, _frame: FrameType | None) -> None:

@@ -109,3 +109,38 @@ async def fanout(ctx: WorkflowContext, width: int) -> int:
 async def waiter(ctx: WorkflowContext) -> Any:
     """Waits (without a timer) for one signal that the benchmark never sends."""
     return await ctx.wait_signal("go")
+
+
+#: Set (to anything) in a process's environment, it traces (``--tracing``, see bench.tracing).
+TRACING_ENV = "CONTINUUM_BENCH_TRACING"
+
+
+def trace_spans() -> Any:
+    """Make this process trace, its spans dropped by the exporter; returns how to stop."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.util._once import Once
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+
+    def stop() -> None:
+        provider.shutdown()
+        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+
+    return stop
+
+
+if os.environ.get(TRACING_ENV):
+    trace_spans()

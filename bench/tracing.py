@@ -1,0 +1,31 @@
+"""``w10_traced``: the ``w10`` workload with OpenTelemetry tracing on, to set beside ``w10``.
+
+Every process of the run traces: the worker and the dispatcher (started with
+``CONTINUUM_BENCH_TRACING``, see :mod:`bench.app`) and this client, which starts the runs
+(their ``workflow`` spans, and the first step each start takes). Spans go through the SDK's
+batch processor to an exporter that drops them, so what is measured is what Continuum's spans
+cost the processes making them, not an exporter's I/O. Celery's own instrumentation is not
+installed: its spans are Celery's cost, the same with or without Continuum.
+"""
+
+from __future__ import annotations
+
+from bench import throughput
+from bench.app import TRACING_ENV, trace_spans
+from bench.cluster import Cluster
+from bench.plan import Sizes
+from bench.stats import Figures
+
+NAMES = ("w10_traced",)
+
+
+def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
+    cluster.env[TRACING_ENV] = "1"
+    stop = trace_spans()
+    try:
+        cluster.fresh("w10_traced")  # again: its processes must start with tracing on
+        measured = throughput.run(cluster, sizes, {"w10"})
+    finally:
+        stop()
+        cluster.env.pop(TRACING_ENV)
+    return {"w10_traced": measured["w10"]}
