@@ -20,6 +20,7 @@ from celery.exceptions import Retry
 
 from orchestrator.celery.headers import activity_headers
 from orchestrator.celery.in_place import InPlace
+from orchestrator.celery.task_events import InPlaceEvents
 from orchestrator.journal.protocol import RunRef
 from orchestrator.model.records import OutboxTask
 from orchestrator.model.settings import Settings
@@ -38,6 +39,7 @@ class CeleryPublisher:
         self.settings = settings
         self.in_place = InPlace(settings.eager_activities)
         self._local = threading.local()
+        self.events = InPlaceEvents(app)
 
     def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
         """Send activity and compensation tasks. Their results are not stored in the
@@ -84,7 +86,10 @@ class CeleryPublisher:
         (Celery's eager retry would run it again at once)."""
         headers = activity_headers(task, self._mark_by())
         parent, self._local.kept_context = getattr(self._local, "kept_context", None), None
-        with tracing.attempt_span(task.task_name, task.task_id, headers, parent):
+        with (
+            tracing.attempt_span(task.task_name, task.task_id, headers, parent),
+            self.events.running(task) as outcome,
+        ):
             result = self.app.tasks[task.task_name].apply(
                 args=task.args,
                 kwargs=task.kwargs,
@@ -93,6 +98,7 @@ class CeleryPublisher:
                 throw=False,
                 ignore_result=True,
             )
+            outcome.ended(result)
         retry = result.result
         if result.state == states.RETRY and isinstance(retry, Retry):
             when = {"eta" if isinstance(retry.when, datetime) else "countdown": retry.when}
