@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bench.counters import ProcessCounter
+from bench.tracing import TRACING_ENV, trace_spans
 from orchestrator import Orchestrator, WorkflowContext
 
 PREFIX = os.environ.get("CONTINUUM_BENCH_PREFIX", "continuum-bench")
@@ -111,36 +112,6 @@ async def waiter(ctx: WorkflowContext) -> Any:
     return await ctx.wait_signal("go")
 
 
-#: Set (to anything) in a process's environment, it traces (``--tracing``, see bench.tracing).
-TRACING_ENV = "CONTINUUM_BENCH_TRACING"
-
-
-def trace_spans() -> Any:
-    """Make this process trace, its spans dropped by the exporter; returns how to stop."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-    from opentelemetry.util._once import Once
-
-    class Dropped(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Dropped()))
-    trace.set_tracer_provider(provider)
-
-    def stop() -> None:
-        provider.shutdown()
-        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
-
-    return stop
-
-
+# ``--tracing``: the worker and dispatcher of ``w10_traced`` trace (see bench.tracing).
 if os.environ.get(TRACING_ENV):
     trace_spans()

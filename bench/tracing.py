@@ -10,13 +10,16 @@ installed: its spans are Celery's cost, the same with or without Continuum.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench import throughput
-from bench.app import TRACING_ENV, trace_spans
 from bench.cluster import Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
 
 NAMES = ("w10_traced",)
+#: Set (to anything) in a process's environment, :mod:`bench.app` traces at import.
+TRACING_ENV = "CONTINUUM_BENCH_TRACING"
 
 
 def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
@@ -29,3 +32,30 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
         stop()
         cluster.env.pop(TRACING_ENV)
     return {"w10_traced": measured["w10"]}
+
+
+def trace_spans() -> Any:
+    """Make this process trace, its spans dropped by the exporter; returns how to stop."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.util._once import Once
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    trace.set_tracer_provider(provider)
+
+    def stop() -> None:
+        provider.shutdown()
+        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+
+    return stop
