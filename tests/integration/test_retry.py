@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 
 import pytest
 
 from orchestrator import EventType, NotRetryable, RunStatus, WorkflowFailed
-from tests.integration.cluster import APP, BIN, ROOT, Cluster
+from tests.integration.cluster import Cluster
+from tests.integration.test_cli import cli
 from tests.invariants import check_history
-
-
-def cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "continuum"), "-A", APP, *args],
-        cwd=ROOT,
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def failed_run(cluster: Cluster) -> tuple[str, str]:
