@@ -13,6 +13,7 @@ worker's consumer, not its pool processes, and does not change this.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from celery import Celery, states
 from celery.utils.saferepr import saferepr
 
 from orchestrator.model.records import OutboxTask
+
+log = logging.getLogger(__name__)
 
 
 class InPlaceEvents:
@@ -48,7 +51,10 @@ class InPlaceEvents:
         with self.app.events.default_dispatcher(hostname=self.hostname) as dispatcher:
 
             def send(kind: str, **fields: Any) -> None:
-                dispatcher.send(kind, uuid=task.task_id, **fields)
+                try:
+                    dispatcher.send(kind, uuid=task.task_id, **fields)
+                except Exception:  # a monitor's loss: the activity runs and reports regardless
+                    log.warning("%s of %s not sent", kind, task.task_id, exc_info=True)
 
             send(
                 "task-received",
