@@ -13,7 +13,7 @@ from orchestrator.journal.retry import retry_run_id
 from orchestrator.model.errors import NotRetryable, UnknownRun
 from orchestrator.model.events import Event, EventType, NewEvent, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, task_id_for
-from tests.builders import completed, new_run, task
+from tests.builders import completed, failed, new_run, task
 from tests.conftest import FakeClock
 
 ERROR = {"type": "ValueError", "message": "card declined", "traceback": None}
@@ -60,16 +60,6 @@ def scheduled(run_id: str, cmd: int, name: str = "shop.charge") -> NewEvent:
     )
 
 
-def failed(cmd: int, attempt: int = 1) -> InboxItem:
-    return InboxItem(
-        dedupe_key=outcome_key(cmd, attempt),
-        type=EventType.ACTIVITY_FAILED,
-        command_id=cmd,
-        attempt=attempt,
-        data={"error": ERROR},
-    )
-
-
 def fail(journal: Journal, run_id: str) -> None:
     step(
         journal,
@@ -87,7 +77,7 @@ def failed_on_second_activity(journal: Journal, run_id: str = "r1") -> None:
     journal.deliver(run_id, completed(1, "ch-1"), task_id=task_id_for(run_id, 1, 1))
     ship = named(task(run_id, 2), "shop.ship")
     step(journal, run_id, scheduled(run_id, 2, "shop.ship"), tasks=(ship,))
-    journal.deliver(run_id, failed(2), task_id=ship.task_id)
+    journal.deliver(run_id, failed(2, ERROR), task_id=ship.task_id)
     fail(journal, run_id)
 
 
