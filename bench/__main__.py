@@ -26,6 +26,7 @@ from bench import (
     report,
     schedules,
     throughput,
+    tracing,
 )
 from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
@@ -43,6 +44,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (idle.NAMES, idle.run),
     (schedules.NAMES, schedules.run),
     (canvas.NAMES, canvas.run),
+    (tracing.NAMES, tracing.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"
@@ -77,6 +79,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="activities a worker process may run in place per message "
         "(orchestrator_eager_activities; default 0, every activity sent through the broker)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure w10 with OpenTelemetry tracing off and on, in alternation "
+        "(w10_untraced, w10_traced)",
+    )
     parser.add_argument("--repeats", type=_positive, help="repetitions per figure (default 3)")
     parser.add_argument(
         "--scale",
@@ -110,7 +118,9 @@ def main(argv: list[str]) -> int:
         sizes = sizes.scaled(args.scale)
     if args.repeats:
         sizes = dataclasses.replace(sizes, repeats=args.repeats)
-    wanted = set(args.only or SCENARIOS)
+    wanted = set(args.only or [s for s in SCENARIOS if s not in tracing.NAMES])
+    if args.tracing:
+        wanted |= set(tracing.NAMES)
     command = shlex.join([".venv/bin/python", "-m", "bench", *argv])
 
     def terminate(signum: int, _frame: FrameType | None) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bench.counters import ProcessCounter
+from bench.tracing import TRACING_ENV, trace_spans
 from orchestrator import Orchestrator, WorkflowContext
 
 PREFIX = os.environ.get("CONTINUUM_BENCH_PREFIX", "continuum-bench")
@@ -122,3 +123,8 @@ def inc(x: int) -> int:
 def total(values: list[int]) -> int:
     """A chord body: the sum of its header's results."""
     return sum(values)
+
+
+# ``--tracing``: the worker and dispatcher of ``w10_traced`` trace (see bench.tracing).
+if os.environ.get(TRACING_ENV):
+    trace_spans()

@@ -36,3 +36,14 @@ def completed(cmd: int, result: Any = None, attempt: int = 1) -> InboxItem:
         attempt=attempt,
         data={"result": result},
     )
+
+
+def failed(cmd: int, error: dict[str, Any], attempt: int = 1) -> InboxItem:
+    """An activity attempt's failure, as a worker delivers it."""
+    return InboxItem(
+        dedupe_key=outcome_key(cmd, attempt),
+        type=EventType.ACTIVITY_FAILED,
+        command_id=cmd,
+        attempt=attempt,
+        data={"error": error},
+    )

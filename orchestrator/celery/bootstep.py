@@ -59,6 +59,7 @@ def bootstep(orc: Host, before_start: Callable[[Any], None]) -> type[bootsteps.S
             for name, version in self.versions:
                 worker.app.amqp.queues.select_add(orc.settings.replay_queue(name, version))
             orc.publisher.serve(frozenset(worker.app.amqp.queues.consume_from))
+            orc.publisher.events.serve(worker)
             self.node_id = f"{worker.hostname}:{os.getpid()}"
             self.stopping = threading.Event()
             self.thread: threading.Thread | None = None

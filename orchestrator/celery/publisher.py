@@ -9,6 +9,7 @@ worker the publisher may keep one activity back to run in place
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,9 +20,11 @@ from celery.exceptions import Retry
 
 from orchestrator.celery.headers import activity_headers
 from orchestrator.celery.in_place import InPlace
+from orchestrator.celery.task_events import InPlaceEvents
 from orchestrator.journal.protocol import RunRef
 from orchestrator.model.records import OutboxTask
 from orchestrator.model.settings import Settings
+from orchestrator.runtime import tracing
 
 #: The name of the task that advances a run (registered by :mod:`orchestrator.celery.install`).
 REPLAY_TASK = "orchestrator.replay"
@@ -35,18 +38,24 @@ class CeleryPublisher:
         self.app = app
         self.settings = settings
         self.in_place = InPlace(settings.eager_activities)
+        self._local = threading.local()
+        self.events = InPlaceEvents(app)
 
     def publish_tasks(self, tasks: Sequence[OutboxTask]) -> None:
         """Send activity and compensation tasks. Their results are not stored in the
         result backend: the journal keeps each outcome, and a second copy would cost a
         write per attempt (and, in a client, a subscription to a result nobody awaits)."""
-        tasks = self.in_place.keep(tasks)
-        if not tasks:
+        sent = self.in_place.keep(tasks)
+        if len(sent) < len(tasks):
+            self._local.kept_context = tracing.current()  # the step that kept it, traced
+        if not sent:
             return
         mark_by = self._mark_by()
         with self.app.producer_or_acquire() as producer:
-            for task in tasks:
-                self._send(task, activity_headers(task, mark_by), producer=producer)
+            for task in sent:
+                headers = activity_headers(task, mark_by)
+                with tracing.attempt_span(task.task_name, task.task_id, headers):
+                    self._send(task, headers, producer=producer)
 
     def _send(self, task: OutboxTask, headers: dict[str, Any], **options: Any) -> None:
         if task.queue:
@@ -75,14 +84,21 @@ class CeleryPublisher:
         """Run ``task`` here, as a worker runs its message. A task's own ``self.retry()``
         is sent through the broker, with its countdown, as it would be from any worker
         (Celery's eager retry would run it again at once)."""
-        result = self.app.tasks[task.task_name].apply(
-            args=task.args,
-            kwargs=task.kwargs,
-            task_id=task.task_id,
-            headers=activity_headers(task, self._mark_by()),
-            throw=False,
-            ignore_result=True,
-        )
+        headers = activity_headers(task, self._mark_by())
+        parent, self._local.kept_context = getattr(self._local, "kept_context", None), None
+        with (
+            tracing.attempt_span(task.task_name, task.task_id, headers, parent),
+            self.events.running(task) as outcome,
+        ):
+            result = self.app.tasks[task.task_name].apply(
+                args=task.args,
+                kwargs=task.kwargs,
+                task_id=task.task_id,
+                headers=headers,
+                throw=False,
+                ignore_result=True,
+            )
+            outcome.ended(result)
         retry = result.result
         if result.state == states.RETRY and isinstance(retry, Retry):
             when = {"eta" if isinstance(retry.when, datetime) else "countdown": retry.when}

@@ -12,6 +12,7 @@ import click
 
 from orchestrator.cli import canvas, control, db, processes, query, runs, schedules
 from orchestrator.cli import replay as replay_cli
+from orchestrator.cli import retry as _retry  # noqa: F401  (adds ``runs retry``)
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,

@@ -20,6 +20,7 @@ from orchestrator.celery.publisher import CeleryPublisher
 from orchestrator.celery.serializers import check_serializers
 from orchestrator.celery.start_marks import LateStartMarks
 from orchestrator.client import queries, signal_start
+from orchestrator.client.retry import retry as retry_run
 from orchestrator.client.runs import Client
 from orchestrator.client.schedules import Schedules
 from orchestrator.engine.registry import Registry
@@ -216,6 +217,12 @@ class Orchestrator:
     def cancel(self, run_id: str, reason: str | None = None) -> None:
         """Cancel a run (its chain's live tip); its running children are cancelled too."""
         self.client.cancel(run_id, reason)
+
+    def retry(self, run_id: str) -> RunHandle:
+        """Retry a failed run (its chain's live tip) from its failure: completed activities
+        are not run again, the failed step runs again under the code now deployed. The
+        original stays ``failed``; its id reaches the retry from now on."""
+        return RunHandle(retry_run(self.client, run_id), self)
 
     def describe(self, run_id: str) -> RunInfo:
         """A run's summary."""

@@ -25,6 +25,7 @@ from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.model.ids import check_run_id
 from orchestrator.model.records import InboxItem, NewRun
 from orchestrator.model.settings import Settings
+from orchestrator.runtime import tracing
 from orchestrator.runtime.driver import Driver
 from orchestrator.runtime.publisher import Publisher
 
@@ -97,6 +98,7 @@ class Client:
             args=args_list,
             **limits.run_fields(definition.limit, args_list),
             execution_timeout=None if timeout is None else check_timeout(timeout, "timeout"),
+            trace_context=tracing.start_run(definition.name, run_id),
         )
         return run, definition
 

@@ -119,6 +119,16 @@ class Delivery:
     dispatch: RunRef | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Retried:
+    """A retry made by :meth:`Journal.retry_run`: the new run, to dispatch (a replay is
+    marked in flight for it), and the attempts open at the cut, recorded as published now,
+    to publish (see :mod:`orchestrator.journal.retry`)."""
+
+    run: RunRef
+    tasks: Sequence[OutboxTask] = ()
+
+
 #: Inbox items a run that continues as new hands, unabsorbed, to its continuation: they were
 #: sent to the chain, not to one generation of it.
 INHERITED_BY_CONTINUATION = (
@@ -227,7 +237,19 @@ class Journal(Protocol):
 
     def resolve_tip(self, run_id: str) -> str | None:
         """The live tip of ``run_id``'s continue-as-new chain (itself when it has no
-        successor; ``None`` for an unknown id). One lookup, not a walk along the chain."""
+        successor; ``None`` for an unknown id). One lookup, not a walk along the chain.
+        A run's successors are its continuation and its retry (``retried_to_run_id``)."""
+        ...
+
+    def retry_run(self, run_id: str) -> Retried:
+        """Retry the failed run ``run_id``, in one transaction under a lock on its row: insert
+        the retry (:func:`~orchestrator.journal.retry.plan_retry`: runnable, a replay marked
+        in flight, the original's history up to the failure, the open attempts' outbox tasks
+        and timers, the signals taken after the failure in its inbox) and set the original's
+        ``retried_to_run_id``. The original's status stays ``failed``. Raises
+        :class:`~orchestrator.model.errors.UnknownRun` for an unknown id and
+        :class:`~orchestrator.model.errors.NotRetryable` for a run that is not failed or was
+        retried already; nothing is written then."""
         ...
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:

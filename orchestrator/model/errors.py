@@ -198,3 +198,17 @@ def describe_exception(exc: BaseException, traceback_text: str | None = None) ->
     if notes:
         described["notes"] = [str(n) for n in notes]
     return described
+
+
+class NotRetryable(OrchestratorError, ValueError):
+    """Only a failed run can be retried, and only once (its retry is retried next)."""
+
+    def __init__(self, run_id: str, status: str, retried_to: str | None = None) -> None:
+        if retried_to is not None:
+            why = f"it was retried already, as run {retried_to}"
+        else:
+            why = f"it is {status}, and only a failed run can be retried"
+        super().__init__(f"run {run_id} cannot be retried: {why}")
+        self.run_id = run_id
+        self.status = status
+        self.retried_to = retried_to

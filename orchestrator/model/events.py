@@ -144,3 +144,8 @@ class RunInfo:
     closed_at: datetime | None = None
     args: list[Any] = field(default_factory=list)
     parent_close_policy: str = "cancel"
+    #: The failed run this one retries, and the run that retries this one.
+    retried_from_run_id: str | None = None
+    retried_to_run_id: str | None = None
+    #: The W3C trace context the run is traced under (``None``: not traced).
+    trace_context: dict[str, str] | None = None

@@ -35,6 +35,10 @@ class NewRun:
     #: ``WorkflowTimeout`` if it is still open (``None``: never); the journal keeps the
     #: deadline. See :mod:`orchestrator.model.deadlines`.
     execution_timeout: float | None = None
+    #: The failed run this one retries (see :mod:`orchestrator.journal.retry`).
+    retried_from_run_id: str | None = None
+    #: The W3C trace context (``traceparent``, ``tracestate``) the run is traced under.
+    trace_context: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if (self.parent_run_id is None) != (self.parent_command_id is None):

@@ -27,7 +27,7 @@ from orchestrator.model.errors import LeaseLost, NonDeterminismError
 from orchestrator.model.events import RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun
 from orchestrator.model.settings import Settings
-from orchestrator.runtime import faults
+from orchestrator.runtime import faults, tracing
 from orchestrator.runtime.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Driver:
         self.settings = settings
         self.owner = owner
         self.cache = ReplayCache(settings.cache_size)
+        self.traces = tracing.StepSpans()
         self._clock = clock
 
     def start(self, run: NewRun) -> bool:
@@ -183,6 +184,7 @@ class Driver:
     ) -> tuple[Replayer, Decision, Batch]:
         """Replay the claimed run and turn its decision into the batch to commit."""
         run = claimed.run
+        self.traces.begin(run)
         replayer = cached or self._new_replayer(run)
         replayer.feed(claimed.history)
         decision = replayer.decide(claimed.inbox, self._clock())
@@ -191,7 +193,7 @@ class Driver:
             absorbed=[i.id for i in claimed.inbox[: decision.consumed] if i.id is not None],
             tasks=decision.tasks,
             timers=decision.timers,
-            children=decision.children,
+            children=self.traces.children(run.run_id, decision.children),
             continuation=self._continuation(run, decision),
             status=decision.status,
             result=decision.result,
@@ -209,11 +211,12 @@ class Driver:
             self.cache.put(run.run_id, replayer)
         faults.point("driver.after_commit")
         now = self._clock()
-        due = [t for t in decision.tasks if t.available_at <= now]
-        if due:
-            self.publisher.publish_tasks(due)
-        if committed.dispatch:
-            self.publisher.publish_replays(committed.dispatch)
+        with self.traces.publishing(run.run_id, decision.status.value, committed.last_seq):
+            due = [t for t in decision.tasks if t.available_at <= now]
+            if due:
+                self.publisher.publish_tasks(due)
+            if committed.dispatch:
+                self.publisher.publish_replays(committed.dispatch)
 
     def _continuation(self, run: RunInfo, decision: Decision) -> NewRun | None:
         """The run that continues ``run``: the newest loaded version of its workflow."""
@@ -230,6 +233,7 @@ class Driver:
             correlation_id=run.correlation_id or run.run_id,
             continued_from_run_id=run.run_id,
             parent_close_policy=run.parent_close_policy,
+            trace_context=run.trace_context,
         )
 
     def _new_replayer(self, run: RunInfo) -> Replayer:

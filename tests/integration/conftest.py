@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture
+def queue(cluster: Cluster) -> Iterator[str]:
+    """The queue of a worker that runs up to 3 activities in place per message; no other
+    worker consumes it."""
+    name = f"{cluster.name}-in-place"
+    cluster.start_worker("eager", concurrency=1, queues=name, CONTINUUM_TEST_EAGER_ACTIVITIES="3")
+    try:
+        yield name
+    finally:
+        cluster.kill(cluster.workers.pop("eager"), signal.SIGTERM)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

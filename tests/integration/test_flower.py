@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,3 +95,25 @@ def test_flower_lists_a_runs_tasks_by_name(cluster: Cluster, flower: str) -> Non
     replays = wait_for(lambda: run_tasks(waiting.run_id), 30, "Flower's replay tasks")
     assert {t["name"] for t in replays} == {"orchestrator.replay"}
     assert all(f"approval v1 {waiting.run_id}" in t["args"] for t in replays)
+
+
+def test_flower_lists_activities_run_in_place(cluster: Cluster, flower: str, queue: str) -> None:
+    """They come by no message, but their worker sends the same task events for them."""
+    key = f"flower-{uuid.uuid4().hex[:8]}"
+    handle = cluster.orc.start("placed", key, [queue] * 4)
+    assert handle.result(timeout=30) == ["message", "in place", "in place", "in place"]
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        tasks = get(f"{flower}/api/tasks?limit=1000") or {}
+        mine = {t["uuid"]: t for t in tasks.values() if handle.run_id in (t.get("uuid") or "")}
+        ended = all(t["state"] == "SUCCESS" for t in mine.values())
+        return mine if len(mine) == 4 and ended else None
+
+    tasks = wait_for(settled, 30, "Flower's tasks of the run, ended")
+    assert sorted(tasks) == [f"{handle.run_id}:{i}:1" for i in (1, 2, 3, 4)]
+    for task in tasks.values():
+        assert task["name"] == "tests.integration.wfapp.placed"
+        assert task["worker"].startswith("eager-")
+        assert task["received"] and task["started"] and task["succeeded"]
+        assert key in task["args"]
+    assert {t["result"] for t in tasks.values()} == {"'message'", "'in place'"}

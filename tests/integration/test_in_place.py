@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from orchestrator import EventType
 from tests.integration.cluster import Cluster, wait_for
 from tests.invariants import check_history
-
-
-@pytest.fixture
-def queue(cluster: Cluster) -> Iterator[str]:
-    """The queue of a worker that runs up to 3 activities in place per message; no other
-    worker consumes it."""
-    name = f"{cluster.name}-in-place"
-    cluster.start_worker("eager", concurrency=1, queues=name, CONTINUUM_TEST_EAGER_ACTIVITIES="3")
-    try:
-        yield name
-    finally:
-        cluster.kill(cluster.workers.pop("eager"), signal.SIGTERM)
 
 
 def runs(cluster: Cluster, key: str) -> list[tuple[str, str, float]]:

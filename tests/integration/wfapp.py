@@ -392,3 +392,29 @@ async def beating(ctx: WorkflowContext, key: str, silent_for: float) -> dict[str
         heartbeating, key, silent_for, retry=policy, heartbeat_timeout=1.5
     )
     return result
+
+
+@app.task
+def fixable(key: str) -> str:
+    """Fails until the file ``<key>.fixed`` exists in the effects directory: the fix that a
+    redeploy would bring."""
+    record(key)
+    fixed = Path(os.environ.get("CONTINUUM_TEST_EFFECTS", "/tmp")) / f"{key}.fixed"
+    if not fixed.exists():
+        raise RuntimeError(f"{key}: not fixed yet")
+    return f"{key} fixed"
+
+
+@orc.workflow(name="fix_then_retry")
+async def fix_then_retry(ctx: WorkflowContext, key: str) -> list[str]:
+    """A first activity that succeeds, then one that fails until it is fixed (no retries)."""
+    once = RetryPolicy(max_attempts=1)
+    first = await ctx.activity(flaky, f"{key}-first", 0, retry=once)
+    second = await ctx.activity(fixable, f"{key}-second", retry=once)
+    return [first, second]
+
+
+if os.environ.get("CONTINUUM_TEST_TRACES"):
+    from tests.span_file import export_to
+
+    export_to(os.environ["CONTINUUM_TEST_TRACES"])

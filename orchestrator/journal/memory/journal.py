@@ -31,6 +31,7 @@ from orchestrator.journal.protocol import (
     Committed,
     Delivery,
     Lease,
+    Retried,
     RunRef,
     TaskStart,
     cancel_item,
@@ -39,9 +40,10 @@ from orchestrator.journal.protocol import (
     timed_out_item,
     timer_key,
 )
+from orchestrator.journal.retry import plan_retry
 from orchestrator.model import payloads
 from orchestrator.model.deadlines import deadline
-from orchestrator.model.errors import LeaseLost
+from orchestrator.model.errors import LeaseLost, NotRetryable, UnknownRun
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
@@ -106,14 +108,32 @@ class InMemoryJournal(MemorySchedules, AuthoringOps):
             run = self._runs.get(run_id)
             if run is None:
                 return None
-            if run.status is not RunStatus.CONTINUED:
+            if not run.succeeded:
                 return run_id
-            live = [
-                r
-                for r in self._runs.values()
-                if r.chain == run.chain and r.status is not RunStatus.CONTINUED
-            ]
+            live = [r for r in self._runs.values() if r.chain == run.chain and not r.succeeded]
             return max(live, key=lambda r: r.created_at).new.run_id if live else run_id
+
+    def retry_run(self, run_id: str) -> Retried:
+        with self._lock:
+            now = self._clock()
+            run = self._runs.get(run_id)
+            if run is None:
+                raise UnknownRun(run_id)
+            plan = plan_retry(run.info(), read_history(run, 0), now)
+            new = self._new_run(plan.run, now)
+            new.events = [EventRow.of(e.seq, _recorded(e), now) for e in plan.events]
+            new.last_seq = plan.cut - 1
+            tasks = [task_row(task, now) for task in plan.tasks]
+            if not self._insert(new):
+                raise NotRetryable(run_id, run.status.value, new.new.run_id)
+            self._tasks.update((row.spec.task_id, row) for row in tasks)
+            self._timers.update(((t.run_id, t.command_id), t.fire_at) for t in plan.timers)
+            for item in plan.inbox:
+                self._deliver(new.new.run_id, item, None, now)
+            run.retried_to_run_id = new.new.run_id
+            if plan.timers:
+                self._wake()
+            return Retried(run=new.ref(), tasks=[row.read() for row in tasks])
 
     def history(self, run_id: str, after_seq: int = 0) -> list[Event]:
         with self._lock:
@@ -556,6 +576,17 @@ class InMemoryJournal(MemorySchedules, AuthoringOps):
     def _wake(self) -> None:
         self._wakeups += 1
         self._woken.notify_all()
+
+
+def _recorded(event: Event) -> NewEvent:
+    """A recorded event, to record again as it was (its time included)."""
+    return NewEvent(
+        type=event.type,
+        command_id=event.command_id,
+        attempt=event.attempt,
+        data=event.data,
+        at=event.at.timestamp(),
+    )
 
 
 __all__ = ["InMemoryJournal"]

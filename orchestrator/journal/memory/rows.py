@@ -84,6 +84,7 @@ class RunRow:
     error: str | None = None
     reason: str | None = None
     continued_to_run_id: str | None = None
+    retried_to_run_id: str | None = None
     lease_owner: str | None = None
     lease_token: int = 0
     lease_expires_at: float | None = None
@@ -97,6 +98,11 @@ class RunRow:
     inbox: dict[int, InboxRow] = field(default_factory=dict)
     #: Dedupe keys taken, absorbed ones included (the SQL journal keeps absorbed rows).
     keys: set[str] = field(default_factory=set)
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether a continuation or a retry carries the run on (it is not its chain's tip)."""
+        return self.status is RunStatus.CONTINUED or self.retried_to_run_id is not None
 
     def lease_free(self, now: float) -> bool:
         return self.lease_owner is None or (
@@ -130,6 +136,9 @@ class RunRow:
             closed_at=None if self.closed_at is None else timestamp(self.closed_at),
             args=payloads.decode(self.args),
             parent_close_policy=new.parent_close_policy,
+            retried_from_run_id=new.retried_from_run_id,
+            retried_to_run_id=self.retried_to_run_id,
+            trace_context=new.trace_context,
         )
 
 

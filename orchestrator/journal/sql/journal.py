@@ -35,7 +35,8 @@ from orchestrator.journal.protocol import (
 )
 from orchestrator.journal.sql import admission
 from orchestrator.journal.sql.authoring import AuthoringQueries
-from orchestrator.journal.sql.commit import NotAwaited, StepCommits, step_events, step_values
+from orchestrator.journal.sql.commit import NotAwaited, step_events, step_values
+from orchestrator.journal.sql.retries import RunRetries
 from orchestrator.journal.sql.rows import (
     CLAIM,
     CLAIM_FOR_DELIVERY,
@@ -72,7 +73,7 @@ from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(StepCommits, ScheduleQueries, AuthoringQueries):
+class SqlJournal(RunRetries, ScheduleQueries, AuthoringQueries):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries
@@ -97,17 +98,20 @@ class SqlJournal(StepCommits, ScheduleQueries, AuthoringQueries):
     def resolve_tip(self, run_id: str) -> str | None:
         with self._tx(autocommit=True) as conn:
             row = conn.execute(
-                sa.select(runs.c.correlation_id, runs.c.status).where(runs.c.run_id == run_id)
+                sa.select(runs.c.correlation_id, runs.c.status, runs.c.retried_to_run_id).where(
+                    runs.c.run_id == run_id
+                )
             ).first()
             if row is None:
                 return None
-            if row.status != RunStatus.CONTINUED.value:
+            if row.status != RunStatus.CONTINUED.value and row.retried_to_run_id is None:
                 return run_id
             tip = conn.execute(
                 sa.select(runs.c.run_id)
                 .where(
                     runs.c.correlation_id == row.correlation_id,
                     runs.c.status != RunStatus.CONTINUED.value,
+                    runs.c.retried_to_run_id.is_(None),
                 )
                 .order_by(runs.c.created_at.desc())
                 .limit(1)

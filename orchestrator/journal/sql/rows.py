@@ -164,6 +164,8 @@ NEW_RUN_COLUMNS = (
     "concurrency_key",
     "concurrency_limit",
     "deadline_at",
+    "retried_from_run_id",
+    "trace_context",
 )
 
 
@@ -401,6 +403,9 @@ def run_info(row: Row[Any] | SimpleNamespace) -> RunInfo:
         closed_at=None if row.closed_at is None else timestamp(row.closed_at),
         args=payloads.decode(row.args),
         parent_close_policy=row.parent_close_policy,
+        retried_from_run_id=row.retried_from_run_id,
+        retried_to_run_id=row.retried_to_run_id,
+        trace_context=None if row.trace_context is None else json.loads(row.trace_context),
     )
 
 
@@ -446,6 +451,8 @@ def run_row(run: NewRun, now: float, lease: Lease | None = None) -> dict[str, An
         "concurrency_limit": run.concurrency_limit,
         **(limits.queued_columns(run) if queued else {}),
         "deadline_at": deadline(run, now),
+        "retried_from_run_id": run.retried_from_run_id,
+        "trace_context": None if run.trace_context is None else json.dumps(run.trace_context),
     }
 
 
@@ -468,7 +475,7 @@ def started_claim(row: dict[str, Any], started: dict[str, Any], lease: Lease) ->
     """The claim of a run inserted as ``row`` (see :func:`run_row`) with ``lease``, as a
     claim's read would return it: the run as stored, its ``run_started`` event (``started``,
     see :func:`started_row`), and no inbox (nobody sees the run before it is inserted)."""
-    run = SimpleNamespace(**row, continued_to_run_id=None, closed_at=None)
+    run = SimpleNamespace(**row, continued_to_run_id=None, retried_to_run_id=None, closed_at=None)
     return Claimed(
         lease=lease,
         run=run_info(run),

@@ -54,6 +54,9 @@ runs = sa.Table(
     # A chain's execution deadline, on the run that began it; cleared once the dispatcher
     # acted on it, so its index holds the deadlines still to come.
     sa.Column("deadline_at", sa.Float),
+    sa.Column("retried_from_run_id", _id),
+    sa.Column("retried_to_run_id", _id),
+    sa.Column("trace_context", sa.Text),
     sa.Index("ix_runs_active", "status", postgresql_where=_active, sqlite_where=_active),
     sa.Index("ix_runs_created_at", "created_at"),
     sa.Index("ix_runs_workflow_created_at", "workflow", "created_at"),
