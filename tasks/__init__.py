@@ -203,9 +203,11 @@ async def nightly_report(ctx: WorkflowContext) -> dict[str, Any]:
 
 
 @worker_ready.connect
-def install_schedules(**_: Any) -> None:
-    """Write the deployment's schedules when a worker starts: the write is idempotent and keeps
-    the slot a schedule waits for, so every worker may do it."""
+def install_schedules(sender: Any = None, **_: Any) -> None:
+    """Write the deployment's schedules when a worker of this app starts: the write is
+    idempotent and keeps the slot a schedule waits for, so every worker may do it."""
+    if getattr(sender, "app", None) is not app:
+        return  # a worker of another app in the same process
     try:
         orc.schedule("nightly-report", nightly_report, cron="0 2 * * *", timezone="UTC")
     except Exception:
