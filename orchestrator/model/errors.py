@@ -168,3 +168,11 @@ def describe_exception(exc: BaseException, traceback_text: str | None = None) ->
     if notes:
         described["notes"] = [str(n) for n in notes]
     return described
+
+
+class TransactionalStartError(ConfigurationError):
+    """A run cannot be started in the caller's transaction on that connection (see
+    ``orc.start(..., connection=)``); nothing was written."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"cannot start a run in the caller's transaction: {problem}")

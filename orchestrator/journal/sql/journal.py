@@ -34,6 +34,7 @@ from orchestrator.journal.protocol import (
     TaskStart,
 )
 from orchestrator.journal.sql.commit import NotAwaited, StepCommits, step_events, step_values
+from orchestrator.journal.sql.retention import RetentionQueries
 from orchestrator.journal.sql.rows import (
     CLAIM,
     CLAIM_FOR_DELIVERY,
@@ -63,12 +64,13 @@ from orchestrator.journal.sql.rows import (
     stored_run,
     task_row,
 )
+from orchestrator.journal.sql.transactional import ForeignTransactions
 from orchestrator.model import payloads
 from orchestrator.model.events import Event, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(StepCommits):
+class SqlJournal(StepCommits, RetentionQueries, ForeignTransactions):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries

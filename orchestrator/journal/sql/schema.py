@@ -137,3 +137,17 @@ nodes = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Index("ix_nodes_workflow_version", "workflow", "version"),
 )
+
+#: The tips of finished top-level chains, oldest first: where retention finds the families it
+#: prunes (see :mod:`orchestrator.journal.families`). Open runs, children and continued links
+#: are not in it, so a step that leaves a run open never writes it.
+_closed_tip = sa.text(
+    "parent_run_id IS NULL AND continued_to_run_id IS NULL AND closed_at IS NOT NULL"
+)
+sa.Index(
+    "ix_runs_closed_tips",
+    runs.c.closed_at,
+    runs.c.run_id,
+    postgresql_where=_closed_tip,
+    sqlite_where=_closed_tip,
+)
