@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import control, db, processes, runs
+from orchestrator.cli import control, db, lifecycle, processes, runs  # noqa: F401 (lifecycle adds runs prune|export)
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,

@@ -152,10 +152,19 @@ class Orchestrator:
 
     # -- client -----------------------------------------------------------------------------
     def start(
-        self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str | None = None,
+        version: str | None = None,
+        connection: Any = None,
     ) -> RunHandle:
-        """Start a run (idempotent by ``run_id``); returns its handle."""
-        return RunHandle(self.client.start(workflow, *args, run_id=run_id, version=version), self)
+        """Start a run (idempotent by ``run_id``); returns its handle. With ``connection``,
+        in the caller's open transaction on it, dispatched once that commits."""
+        started = self.client.start(
+            workflow, *args, run_id=run_id, version=version, connection=connection
+        )
+        return RunHandle(started, self)
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
         """Wait for a run's result; raises ``WorkflowFailed``, ``Cancelled`` or ``TimeoutError``."""

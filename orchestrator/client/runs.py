@@ -55,10 +55,20 @@ class Client:
         self.driver = driver
 
     def start(
-        self, workflow: Any, *args: Any, run_id: str | None = None, version: str | None = None
+        self,
+        workflow: Any,
+        *args: Any,
+        run_id: str | None = None,
+        version: str | None = None,
+        connection: Any = None,
     ) -> str:
         """Create a run and take its first step (here, or on a worker); idempotent by
         ``run_id``. Returns the run id.
+
+        With ``connection`` (a SQLAlchemy or psycopg 3 connection to the journal's Postgres
+        database, a transaction open), the run is inserted in the caller's transaction and
+        taken by a dispatcher once the caller commits (see
+        :mod:`orchestrator.journal.sql.transactional`).
 
         Arguments JSON cannot carry are refused before anything is written.
         """
@@ -70,6 +80,9 @@ class Client:
         run = NewRun(
             run_id=run_id, workflow=definition.name, version=definition.version, args=args_list
         )
+        if connection is not None:
+            self.journal.create_run_in(connection, run)
+            return run_id
         if self._create(run, definition):
             return run_id
         existing = self.describe(run_id)
