@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import fanout, idle, journal_step, latency, long_run, report, throughput
+from bench import fanout, growth, idle, journal_step, latency, long_run, report, throughput
 from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
@@ -31,6 +31,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (fanout.NAMES, fanout.run),
     (long_run.NAMES, long_run.run),
     (idle.NAMES, idle.run),
+    (growth.NAMES, growth.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"
