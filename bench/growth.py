@@ -6,7 +6,8 @@ a month ago) were bulk-loaded into it: the ``step`` figure (what one activity st
 journal, in this process; see :mod:`bench.journal_step`), the runs list's first page with and
 without a status or workflow filter, ``describe`` and ``history`` of one run, and one
 dispatcher pass. Then prune throughput: runs deleted per second by ``Journal.prune`` alone,
-and while the ``step`` loop runs beside it (the prune in a process of its own).
+and while the ``step`` loop runs beside it (pruning paced as a dispatcher's retention paces
+it, in a process of its own).
 
 The rows are loaded by ``INSERT ... SELECT`` over ``generate_series``, with the tables'
 indexes dropped and built again afterwards, then vacuumed and analysed, as a bulk load is
@@ -41,6 +42,7 @@ from orchestrator.journal.sql.journal import SqlJournal
 from orchestrator.model.events import RunStatus
 from orchestrator.runtime.dispatcher import Dispatcher
 from orchestrator.runtime.publisher import RecordingPublisher
+from orchestrator.runtime.retention import Retention
 
 NAMES = ("growth",)
 #: Timed calls of each read, on distinct runs where the read takes one.
@@ -304,17 +306,23 @@ def _explain(cluster: Cluster) -> None:
         ("runs list, workflow filter", lambda j: j.list_runs(workflow="bench.sequence", limit=50)),
         ("describe", _describe(run_id)),
         ("history", _history(run_id)),
-        ("prune (retention)", lambda j: j.prune(closed_before=time.time() - DAY, limit=500)),
     ]
-    journal.list_runs(limit=1)  # connect before recording
-    event.listen(journal.engine, "before_cursor_execute", record)
+    # The prune's deletes are rolled back, so that their plans are read with the rows there.
+    pruning = _RolledBack(cluster.url)
+    for connected in (journal, pruning):
+        connected.list_runs(limit=1)  # connect before recording
+    calls.append(("prune (retention)", lambda _: pruning.prune(closed_before=time.time() - DAY)))
+    for engine in (journal.engine, pruning.engine):
+        event.listen(engine, "before_cursor_execute", record)
     try:
         for name, call in calls:
             label[0] = name
             call(journal)
     finally:
-        event.remove(journal.engine, "before_cursor_execute", record)
+        for engine in (journal.engine, pruning.engine):
+            event.remove(engine, "before_cursor_execute", record)
         journal.close()
+        pruning.close()
     lines = []
     seen = set()
     with psycopg.connect(cluster.url) as conn:
@@ -332,12 +340,33 @@ def _explain(cluster: Cluster) -> None:
     print(f"  growth: plans written to {EXPLAIN_FILE}", file=sys.stderr)
 
 
+class _RolledBack(SqlJournal):
+    """A journal whose every transaction is rolled back: what it would do, undone."""
+
+    def _retrying(self, body: Callable[[Any], Any], *, autocommit: bool = False) -> Any:
+        with self.engine.connect() as conn:
+            try:
+                return body(conn)
+            finally:
+                conn.rollback()
+
+
 def _prune_for(url: str, seconds: float) -> None:
-    """``python -m bench.growth prune URL SECONDS``: the pruning process beside the steps
-    (SIGTERM ends it, and it prints its rate)."""
+    """``python -m bench.growth prune URL SECONDS``: the pruning process beside the steps,
+    pruning as a dispatcher's retention does (paced: see :mod:`orchestrator.runtime.retention`).
+    SIGTERM ends it, and it prints its rate."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    rate = _prune_rate(url, seconds, stop)
+    journal = SqlJournal(url)
+    paced = Retention(journal, DAY)
+    pruned, began = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - began < seconds and not stop.is_set():
+            pruned += paced.tick()
+            time.sleep(0.005)  # a dispatcher's pass, with nothing else to do
+    finally:
+        journal.close()
+    rate = pruned / (time.perf_counter() - began)
     print(json.dumps({"rate": rate}), flush=True)
 
 

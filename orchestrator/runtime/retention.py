@@ -2,11 +2,12 @@
 
 With ``orchestrator_retention`` set, a dispatcher's pass prunes families closed longer ago
 than that (see :mod:`orchestrator.journal.families`), a batch per transaction, for at most
-:data:`BUDGET` seconds, so timers and dispatches are never held back for long. The batch adapts
-to how long a transaction takes, aiming at :data:`TARGET` seconds each: row locks are taken
-with ``SKIP LOCKED`` on finished runs only, so a run's writer never waits for a prune, and a
-short transaction keeps the deletes' own locks brief. When nothing is left to prune, the next
-look is :data:`EVERY` seconds later. Several dispatchers share the work.
+:data:`BUDGET` seconds, so that timers and dispatches are never held back for long; with more
+left, it rests as long again before it goes on. The batch adapts to how long a transaction
+takes, aiming at :data:`TARGET` seconds each: row locks are taken with ``SKIP LOCKED`` on
+finished runs only, so a run's writer never waits for a prune, and a short transaction keeps
+the deletes' own locks brief. When nothing is left to prune, the next look is :data:`EVERY`
+seconds later. Several dispatchers share the work.
 
 A failing prune (commonly: the dispatcher's role lacks the retention grants) is logged and
 tried again :data:`EVERY` seconds later; it never stops the dispatcher's other work.
@@ -75,7 +76,10 @@ class Retention:
                 break
             self._adapt(took)
             if self._timer() >= ends:
-                break  # more is left: the next pass goes on
+                # More is left: go on after as long again, so that pruning takes at most
+                # half of the dispatcher's time and of the database's attention.
+                self._next = now + BUDGET
+                break
         if pruned:
             log.info("retention: %d finished runs deleted", pruned)
         return pruned

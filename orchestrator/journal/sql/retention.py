@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from orchestrator.journal.families import Family, Member, check_limit, gather, take
@@ -36,6 +37,9 @@ GRANTS: dict[str, tuple[str, ...]] = {
 PAGES = 4
 
 _MEMBER = (runs.c.run_id, runs.c.correlation_id, runs.c.parent_run_id, runs.c.closed_at)
+#: On Postgres, lists of run ids are one array parameter (``= ANY``): the statements are
+#: compiled once, where an IN list of 500 values is rendered and bound value by value.
+_IDS = sa.bindparam("p_ids", type_=postgresql.ARRAY(sa.String))
 
 
 class RetentionQueries(SqlConnection):
@@ -52,7 +56,7 @@ class RetentionQueries(SqlConnection):
             for _ in range(PAGES):
                 tips = self._tips_x(conn, closed_before, workflow, limit, after, lock=True)
                 found = self._families_x(conn, tips, closed_before)
-                taken = take([*taken, *self._locked_x(conn, found)], limit)
+                taken = take([*taken, *self._locked_x(conn, found, tips)], limit)
                 if len(tips) < limit or sum(len(f.run_ids) for f in taken) >= limit:
                     break
                 after = (tips[-1].closed_at or 0.0, tips[-1].run_id)
@@ -115,39 +119,72 @@ class RetentionQueries(SqlConnection):
     def _families_x(
         self, conn: Connection, tips: Sequence[Member], closed_before: float
     ) -> list[Family]:
+        # A tip that continues nothing is its chain's only run: no need to read its chain.
+        alone = {t.correlation_id: t for t in tips if t.run_id in self._first_links(tips)}
+
         def chains(ids: list[str]) -> list[Member]:
-            query = sa.select(*_MEMBER).where(
-                runs.c.correlation_id.in_(ids), runs.c.parent_run_id.is_(None)
-            )
-            return [_member(row) for row in conn.execute(query)]
+            found = [alone[i] for i in ids if i in alone]
+            rest = [i for i in ids if i not in alone]
+            if rest:
+                query = sa.select(*_MEMBER).where(
+                    self._among(runs.c.correlation_id, rest), runs.c.parent_run_id.is_(None)
+                )
+                found += [_member(row) for row in conn.execute(query, self._ids(rest))]
+            return found
 
         def children(ids: list[str]) -> list[Member]:
-            query = sa.select(*_MEMBER).where(runs.c.parent_run_id.in_(ids))
-            return [_member(row) for row in conn.execute(query)]
+            query = sa.select(*_MEMBER).where(self._among(runs.c.parent_run_id, ids))
+            return [_member(row) for row in conn.execute(query, self._ids(ids))]
 
         if not tips:
             return []
         return gather(tips, chains=chains, children=children, closed_before=closed_before)
 
-    def _locked_x(self, conn: Connection, families: list[Family]) -> list[Family]:
-        """The families all of whose runs this transaction could lock (Postgres; SQLite's
-        transaction holds the whole database already)."""
-        if not self.postgres or not families:
+    @staticmethod
+    def _first_links(tips: Sequence[Member]) -> set[str]:
+        """Tips that are their chain's root (nothing continued into them)."""
+        return {t.run_id for t in tips if t.run_id == t.correlation_id}
+
+    def _among(self, column: sa.Column[Any], ids: list[str]) -> sa.ColumnElement[bool]:
+        """``column`` is one of ``ids``: an array parameter on Postgres, IN on SQLite."""
+        return column == sa.any_(_IDS) if self.postgres else column.in_(ids)
+
+    def _ids(self, ids: list[str]) -> dict[str, Any]:
+        return {"p_ids": ids} if self.postgres else {}
+
+    def _locked_x(
+        self, conn: Connection, families: list[Family], tips: Sequence[Member]
+    ) -> list[Family]:
+        """The families all of whose runs this transaction holds locked (Postgres; SQLite's
+        transaction holds the whole database already). The tips were locked when read."""
+        held = {t.run_id for t in tips}
+        others = [i for f in families for i in f.run_ids if i not in held]
+        if not self.postgres or not others:
             return families
-        ids = [run_id for family in families for run_id in family.run_ids]
-        locked = set(
-            conn.execute(
-                sa.select(runs.c.run_id)
-                .where(runs.c.run_id.in_(ids))
-                .with_for_update(skip_locked=True)
-            ).scalars()
+        query = (
+            sa.select(runs.c.run_id)
+            .where(self._among(runs.c.run_id, others))
+            .with_for_update(skip_locked=True)
         )
-        return [f for f in families if locked.issuperset(f.run_ids)]
+        held.update(conn.execute(query, self._ids(others)).scalars())
+        return [f for f in families if held.issuperset(f.run_ids)]
 
     def _delete_x(self, conn: Connection, run_ids: list[str]) -> None:
+        """Delete the runs and every row they own: one statement on Postgres."""
+        if self.postgres:
+            conn.execute(_DELETE_RUNS, {"p_ids": run_ids})
+            return
         for table in OWNED:
             conn.execute(table.delete().where(table.c.run_id.in_(run_ids)))
         conn.execute(runs.delete().where(runs.c.run_id.in_(run_ids)))
+
+
+#: On Postgres, the runs ``p_ids`` and the rows they own, deleted in one statement.
+_DELETE_RUNS = runs.delete().where(runs.c.run_id == sa.any_(_IDS))
+for _table in OWNED:
+    _DELETE_RUNS = _DELETE_RUNS.add_cte(
+        _table.delete().where(_table.c.run_id == sa.any_(_IDS)).cte(f"pruned_{_table.name}")
+    )
 
 
 def grant_statements(role: str) -> list[str]:
