@@ -60,7 +60,7 @@ class Retention:
             return 0
         cutoff = now - self.retention
         pruned = 0
-        ends = self._timer() + BUDGET
+        started = self._timer()
         while True:
             began = self._timer()
             try:
@@ -75,10 +75,11 @@ class Retention:
                 self._next = now + EVERY
                 break
             self._adapt(took)
-            if self._timer() >= ends:
+            spent = self._timer() - started
+            if spent >= BUDGET:
                 # More is left: go on after as long again, so that pruning takes at most
                 # half of the dispatcher's time and of the database's attention.
-                self._next = now + BUDGET
+                self._next = self._clock() + spent
                 break
         if pruned:
             log.info("retention: %d finished runs deleted", pruned)

@@ -78,16 +78,25 @@ def test_a_failing_prune_does_not_stop_the_dispatchers_other_work(clock: FakeClo
     assert passes.publisher.replays[0].run_id == "r1"  # type: ignore[attr-defined]
 
 
-def test_the_batch_adapts_to_how_long_a_prune_takes(clock: FakeClock) -> None:
+def test_the_batch_adapts_and_pruning_rests_as_long_as_it_worked(clock: FakeClock) -> None:
     journal = InMemoryJournal(clock=clock)
-    for i in range(30):
+    for i in range(60):
         finished(journal, f"r{i}")
     clock.advance(10)
-    ticks = iter(x * 0.2 for x in range(100))  # every prune "takes" 0.2 s
-    slow = retention.Retention(journal, 5, clock=clock, timer=lambda: next(ticks))
+    elapsed = [0.0]
+
+    def timer() -> float:  # each reading 0.15 s later: every prune is slow
+        elapsed[0] += 0.15
+        return elapsed[0]
+
+    slow = retention.Retention(journal, 5, clock=clock, timer=timer)
     slow.batch = 20
     assert slow.tick() == 20  # one transaction, then the pass's budget is spent
     assert slow.batch == 10
+    assert slow.tick() == 0  # resting as long as it worked
+    clock.advance(0.5)
+    assert slow.tick() == 10
+    assert len(journal.list_runs(limit=100)) == 30
 
 
 @pytest.mark.parametrize("value", [-1, -0.5, float("nan"), "7d", True])
