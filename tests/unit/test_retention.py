@@ -139,3 +139,16 @@ def test_an_in_memory_orchestrator_refuses_a_callers_transaction() -> None:
     with pytest.raises(TransactionalStartError, match="needs a Postgres journal"):
         orc.start(noop, run_id="r1", connection=object())
     assert journal.describe("r1") is None
+
+
+def test_the_retention_grants_add_deletes_to_the_runtimes() -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import main
+
+    printed = CliRunner().invoke(main, ["db", "grant-retention", "pruner", "--print"])
+    assert printed.exit_code == 0, printed.output
+    assert 'GRANT DELETE ON TABLE events TO "pruner";' in printed.output
+    assert 'GRANT SELECT, INSERT ON TABLE events TO "pruner";' in printed.output
+    refused = CliRunner().invoke(main, ["db", "grant-retention", "a; DROP", "--print"])
+    assert refused.exit_code == 1 and "invalid role name" in refused.output
