@@ -41,6 +41,6 @@ def test_wheel_ships_migrations_and_upgrades_a_database(wheel: Path, tmp_path: P
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0003" in result.stdout
+    assert "is at revision 0005" in result.stdout
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"runs", "events", "inbox", "tasks", "timers", "alembic_version"} <= tables
