@@ -19,6 +19,7 @@ from types import FrameType
 from bench import (
     canvas,
     fanout,
+    growth,
     idle,
     journal_step,
     latency,
@@ -45,6 +46,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (schedules.NAMES, schedules.run),
     (canvas.NAMES, canvas.run),
     (tracing.NAMES, tracing.run),
+    (growth.NAMES, growth.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"

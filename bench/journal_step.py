@@ -35,7 +35,8 @@ from orchestrator.runtime.publisher import RecordingPublisher
 NAMES = ("step",)
 
 
-def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
+def run(cluster: Cluster, sizes: Sizes, wanted: set[str], prefix: str = "") -> dict[str, Figures]:
+    """The figures; ``prefix`` starts the run ids (to measure again on the same database)."""
     cluster.stop_processes()
     orc = cluster.orc
     journal = SqlJournal(cluster.url)
@@ -44,10 +45,12 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     client = Client(journal, orc.registry, publisher, orc.settings)
     figures = Figures()
     try:
-        warm = _start(client, driver, publisher, "warm-", sizes.w10_steps, 5)
+        warm = _start(client, driver, publisher, f"{prefix}warm-", sizes.w10_steps, 5)
         _steps(journal, driver, warm, publisher)
         for rep in range(sizes.repeats):
-            first = _start(client, driver, publisher, f"s{rep}-", sizes.w10_steps, sizes.w10_runs)
+            first = _start(
+                client, driver, publisher, f"{prefix}s{rep}-", sizes.w10_steps, sizes.w10_runs
+            )
             written0 = _written(cluster, journal)
             sql0 = cluster.counted()["sql"]
             cpu0, wall0 = time.process_time(), time.perf_counter()

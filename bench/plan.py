@@ -24,15 +24,17 @@ class Sizes:
     idle_runs: int = 10000
     idle_seconds: float = 10.0
     idle_ticks: int = 5
+    #: ``growth``: finished runs bulk-loaded into the journal (ten events each).
+    growth_runs: int = 1_000_000
 
     @classmethod
     def quick(cls) -> Sizes:
         """One repetition and a shorter long run and idle backlog: a smoke run of the harness."""
-        return cls(repeats=1, long_steps=1000, idle_runs=2000)
+        return cls(repeats=1, long_steps=1000, idle_runs=2000, growth_runs=100_000)
 
     def scaled(self, factor: float) -> Sizes:
         """Counts multiplied by ``factor`` (at least 1; windows stay within the workload)."""
-        counts = ("w10_runs", "w1_runs", "fanout_width", "long_steps", "idle_runs")
+        counts = ("w10_runs", "w1_runs", "fanout_width", "long_steps", "idle_runs", "growth_runs")
         changed = {name: max(1, round(getattr(self, name) * factor)) for name in counts}
         window = min(self.long_window, max(1, (changed["long_steps"] - 1) // 2))
         return replace(self, **changed, long_window=window)

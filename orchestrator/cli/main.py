@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from orchestrator.cli import canvas, control, db, processes, query, runs, schedules
+from orchestrator.cli import lifecycle as _lifecycle  # noqa: F401  (adds ``runs prune|export``)
 from orchestrator.cli import replay as replay_cli
 from orchestrator.cli import retry as _retry  # noqa: F401  (adds ``runs retry``)
 

@@ -179,12 +179,16 @@ class Orchestrator:
         run_id: str | None = None,
         version: str | None = None,
         timeout: float | None = None,
+        connection: Any = None,
     ) -> RunHandle:
         """Start a run (idempotent by ``run_id``); returns its handle. With ``timeout``
         (seconds), the run and its continuations fail with ``WorkflowTimeout`` if still open
-        that long after the start (its children are cancelled)."""
-        run_id = self.client.start(workflow, *args, run_id=run_id, version=version, timeout=timeout)
-        return RunHandle(run_id, self)
+        that long after the start (its children are cancelled). With ``connection``, the run
+        is written in the caller's open transaction on it, and dispatched once that commits."""
+        started = self.client.start(
+            workflow, *args, run_id=run_id, version=version, timeout=timeout, connection=connection
+        )
+        return RunHandle(started, self)
 
     def start_canvas(
         self, signature: Any, run_id: str | None = None, *, timeout: float | None = None

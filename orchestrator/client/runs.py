@@ -64,16 +64,24 @@ class Client:
         run_id: str | None = None,
         version: str | None = None,
         timeout: float | None = None,
+        connection: Any = None,
     ) -> str:
         """Create a run and take its first step (here, or on a worker); idempotent by
         ``run_id``. Returns the run id.
 
         Arguments JSON cannot carry are refused before anything is written. With
         ``timeout`` (seconds), the run and its continuations fail with ``WorkflowTimeout``
-        if still open that long after the start.
+        if still open that long after the start. With ``connection`` (a SQLAlchemy or
+        psycopg 3 connection to the journal's Postgres database, a transaction open), the run
+        is inserted in the caller's transaction and taken by a dispatcher once the caller
+        commits (see :mod:`orchestrator.journal.sql.transactional`).
         """
         run, definition = self.new_run(workflow, args, run_id, version, timeout)
-        if not self._create(run, definition):
+        if connection is not None:
+            created = self.journal.create_run_in(connection, run)
+        else:
+            created = self._create(run, definition)
+        if not created:
             self.check_reused(run)
         return run.run_id
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orchestrator.journal.families import Family
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, Timer
 from orchestrator.model.schedules import ScheduleInfo, ScheduleSpec
@@ -531,4 +532,45 @@ class Journal(Protocol):
         become inbox items under their :func:`outcome_key`: ``activity_timed_out`` (or
         ``compensation_failed``) with a ``HeartbeatTimeout`` error. One transaction, rows
         locked elsewhere skipped. Returns the runs to dispatch."""
+        ...
+
+    # -- data lifecycle (see orchestrator.journal.families) ----------------------------------
+    def prune(
+        self, *, closed_before: float, workflow: str | None = None, limit: int = 500
+    ) -> list[str]:
+        """Delete finished families whose every run closed before ``closed_before`` (epoch
+        seconds), oldest first, with every row their runs own (history, inbox, outbox tasks,
+        timers), in one transaction of about ``limit`` runs (a family is never split, so one
+        larger than ``limit`` is deleted alone). ``workflow`` takes only families whose
+        top-level run is of that workflow. Returns the run ids deleted; ``[]`` when none is
+        left. A family with a run still open, or closed since the cutoff, is kept whole.
+
+        Runs locked by another transaction are skipped (``SKIP LOCKED``), so several
+        dispatchers prune side by side and a prune never waits for a run's writer.
+        """
+        ...
+
+    def prunable(
+        self,
+        *,
+        closed_before: float,
+        workflow: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> list[Family]:
+        """The families :meth:`prune` would delete, up to ``limit`` of them, after the one
+        whose ``key`` is ``after``: pages for an export or a dry run. Writes nothing."""
+        ...
+
+    def create_run_in(self, connection: Any, run: NewRun) -> bool:
+        """:meth:`create_run` in the caller's open transaction on ``connection`` (a
+        SQLAlchemy ``Connection`` or a psycopg 3 ``Connection`` to this journal's Postgres
+        database): the run exists only if the caller commits, and it is left for the
+        dispatcher, woken by a notification that Postgres delivers at that commit. Idempotent
+        by run id (``False``, nothing written, when the id exists).
+
+        A journal that cannot share the caller's transaction (in memory, SQLite), a closed
+        connection, one in autocommit mode, in a failed transaction, or to another database
+        raise :class:`~orchestrator.model.errors.TransactionalStartError`, writing nothing.
+        """
         ...

@@ -212,3 +212,11 @@ class NotRetryable(OrchestratorError, ValueError):
         self.run_id = run_id
         self.status = status
         self.retried_to = retried_to
+
+
+class TransactionalStartError(ConfigurationError):
+    """A run cannot be started in the caller's transaction on that connection (see
+    ``orc.start(..., connection=)``); nothing was written."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"cannot start a run in the caller's transaction: {problem}")

@@ -62,6 +62,10 @@ class Settings:
     #: (Flower does not show it). 0 sends every activity through the broker. See
     #: :mod:`orchestrator.celery.in_place`.
     eager_activities: int = 0
+    #: Seconds a finished run is kept after it closed (with its whole family: see
+    #: :mod:`orchestrator.journal.families`) before dispatchers delete it; ``None`` keeps
+    #: every run.
+    retention: float | None = None
 
     def replay_queue(self, workflow: str, version: str) -> str:
         """The queue of replay tasks for one workflow version (only nodes that have it
@@ -102,6 +106,15 @@ class Settings:
             )
         if not isinstance(self.default_retry, RetryPolicy):
             raise TypeError("orchestrator_default_retry must be a RetryPolicy")
+        if self.retention is not None and (
+            not isinstance(self.retention, (int, float))
+            or isinstance(self.retention, bool)
+            or not self.retention >= 0
+        ):
+            raise ValueError(
+                "orchestrator_retention must be a number of seconds, 0 or more (or None to "
+                f"keep every run), not {self.retention!r}"
+            )
 
     @classmethod
     def resolve(

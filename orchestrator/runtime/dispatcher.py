@@ -18,6 +18,7 @@ from collections.abc import Callable
 from orchestrator.journal.protocol import Journal, RunRef
 from orchestrator.model.settings import Settings
 from orchestrator.runtime.publisher import Publisher
+from orchestrator.runtime.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Dispatcher:
         self.settings = settings
         self._clock = clock
         self._wait: Callable[[float], None] = wait or journal.wait_wakeup
+        self.retention = Retention(journal, settings.retention, clock=clock)
 
     def tick(self) -> int:
         """One pass; returns how many things it did."""
@@ -64,6 +66,7 @@ class Dispatcher:
         if tasks:
             self.publisher.publish_tasks(tasks)
         done = len(unique) + len(tasks)
+        done += self.retention.tick()
         if done:
             log.debug("dispatcher: %d replays, %d tasks published", len(unique), len(tasks))
         return done

@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from orchestrator.journal.memory import admission
+from orchestrator.journal.families import Family, check_limit, take
+from orchestrator.journal.memory import admission, retention
 from orchestrator.journal.memory.authoring import AuthoringOps
 from orchestrator.journal.memory.rows import (
     ACTIVE,
@@ -43,7 +44,7 @@ from orchestrator.journal.protocol import (
 from orchestrator.journal.retry import plan_retry
 from orchestrator.model import payloads
 from orchestrator.model.deadlines import deadline
-from orchestrator.model.errors import LeaseLost, NotRetryable, UnknownRun
+from orchestrator.model.errors import LeaseLost, NotRetryable, TransactionalStartError, UnknownRun
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
@@ -576,6 +577,44 @@ class InMemoryJournal(MemorySchedules, AuthoringOps):
     def _wake(self) -> None:
         self._wakeups += 1
         self._woken.notify_all()
+
+    # -- data lifecycle ---------------------------------------------------------------------
+    def prune(
+        self, *, closed_before: float, workflow: str | None = None, limit: int = 500
+    ) -> list[str]:
+        check_limit(limit)
+        with self._lock:
+            found = retention.families(self._runs, closed_before=closed_before, workflow=workflow)
+            pruned = [run_id for family in take(found, limit) for run_id in family.run_ids]
+            gone = set(pruned)
+            for run_id in pruned:
+                del self._runs[run_id]
+            for task_id in [t for t, row in self._tasks.items() if row.spec.run_id in gone]:
+                del self._tasks[task_id]
+            for key in [k for k in self._timers if k[0] in gone]:
+                del self._timers[key]
+            return pruned
+
+    def prunable(
+        self,
+        *,
+        closed_before: float,
+        workflow: str | None = None,
+        limit: int = 100,
+        after: tuple[float, str] | None = None,
+    ) -> list[Family]:
+        check_limit(limit)
+        with self._lock:
+            found = retention.families(
+                self._runs, closed_before=closed_before, workflow=workflow, after=after
+            )
+            return found[:limit]
+
+    def create_run_in(self, connection: object, run: NewRun) -> bool:
+        raise TransactionalStartError(
+            "the in-memory journal has no transaction of yours to join; connection= needs a "
+            "Postgres journal"
+        )
 
 
 def _recorded(event: Event) -> NewEvent:

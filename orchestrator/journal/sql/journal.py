@@ -36,6 +36,7 @@ from orchestrator.journal.protocol import (
 from orchestrator.journal.sql import admission
 from orchestrator.journal.sql.authoring import AuthoringQueries
 from orchestrator.journal.sql.commit import NotAwaited, step_events, step_values
+from orchestrator.journal.sql.retention import RetentionQueries
 from orchestrator.journal.sql.retries import RunRetries
 from orchestrator.journal.sql.rows import (
     CLAIM,
@@ -67,13 +68,16 @@ from orchestrator.journal.sql.rows import (
     task_row,
 )
 from orchestrator.journal.sql.schedules import ScheduleQueries
+from orchestrator.journal.sql.transactional import ForeignTransactions
 from orchestrator.model import payloads
 from orchestrator.model.events import Event, RunInfo, RunStatus
 from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun
 
 
-class SqlJournal(RunRetries, ScheduleQueries, AuthoringQueries):
+class SqlJournal(
+    RunRetries, ScheduleQueries, AuthoringQueries, RetentionQueries, ForeignTransactions
+):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
     :class:`~orchestrator.journal.sql.connection.SqlConnection`'s, the dispatcher's queries

@@ -204,3 +204,19 @@ schedules = sa.Table(
         "ix_schedules_due", "next_fire_at", postgresql_where=_unpaused, sqlite_where=_unpaused
     ),
 )
+
+#: The tips of finished top-level chains, oldest first: where retention finds the families it
+#: prunes (see :mod:`orchestrator.journal.families`). Open runs, children and continued links
+#: are not in it, so a step that leaves a run open never writes it. A retried run is not a tip:
+#: its retry is (they share the chain's ``correlation_id``).
+_closed_tip = sa.text(
+    "parent_run_id IS NULL AND continued_to_run_id IS NULL AND retried_to_run_id IS NULL"
+    " AND closed_at IS NOT NULL"
+)
+sa.Index(
+    "ix_runs_closed_tips",
+    runs.c.closed_at,
+    runs.c.run_id,
+    postgresql_where=_closed_tip,
+    sqlite_where=_closed_tip,
+)
