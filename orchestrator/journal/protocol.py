@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orchestrator.journal.insight import JournalStats, RunCursor, RunPage
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, Timer
 
@@ -400,4 +401,32 @@ class Journal(Protocol):
     def wait_wakeup(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds, returning early when a commit added a timer or a
         delayed task (Postgres ``NOTIFY``); a plain bounded sleep where there is no signal."""
+        ...
+
+    # -- operators' views -------------------------------------------------------------------
+    def page_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        prefix: str | None = None,
+        after: RunCursor | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """Runs newest first (creation time, then run id, both descending), filtered by
+        status, workflow and run id prefix, starting after the cursor ``after``: paging by
+        keyset, so a page costs the same however deep it is. One read; ``next`` is set when
+        more runs may follow.
+        """
+        ...
+
+    def count_runs(self, *, workflow: str | None = None) -> dict[tuple[str, RunStatus], int]:
+        """How many runs there are per (workflow, status), optionally of one workflow only:
+        one aggregate read."""
+        ...
+
+    def stats(self) -> JournalStats:
+        """The aggregates the metrics endpoint exports (see
+        :class:`~orchestrator.journal.insight.JournalStats`), read in one transaction with a
+        few aggregate queries, whatever the number of runs."""
         ...

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from orchestrator.journal.insight import attempt_outcome
+from orchestrator.journal.memory.insight import MemoryInsight
 from orchestrator.journal.memory.rows import (
     ACTIVE,
     EventRow,
@@ -42,7 +44,7 @@ from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunSt
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
 
-class InMemoryJournal:
+class InMemoryJournal(MemoryInsight):
     """A :class:`~orchestrator.journal.protocol.Journal` held in memory, for fast tests of
     replay logic.
 
@@ -375,6 +377,7 @@ class InMemoryJournal:
         run.keys.add(item.dedupe_key)
         if task is not None:
             task.finished = True
+            task.outcome, task.finished_at = attempt_outcome(item.type), now
         if run.status is RunStatus.SUSPENDED:
             run.status = RunStatus.RUNNABLE
         run.updated_at = now

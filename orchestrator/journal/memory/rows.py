@@ -63,6 +63,10 @@ class TaskRow:
     started_at: float | None = None
     deadline_at: float | None = None
     finished: bool = False
+    #: How the attempt ended (see :func:`~orchestrator.journal.insight.attempt_outcome`), and
+    #: when; ``None`` while it runs, or when its run ended first.
+    outcome: str | None = None
+    finished_at: float | None = None
 
     def read(self) -> OutboxTask:
         return replace(

@@ -103,6 +103,9 @@ tasks = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("deadline_at", sa.Float),
     sa.Column("finished", sa.Boolean, nullable=False, server_default=sa.false()),
+    # How an ended attempt ended (completed, failed, timed_out) and when, for the metrics.
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("finished_at", sa.Float),
     # By run and id: ending an awaited task names both, and either index then finds it.
     sa.Index("ix_tasks_run_id_task_id", "run_id", "task_id"),
     sa.Index(
