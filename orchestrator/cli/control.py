@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import common
+from orchestrator.cli import common, reading
 
 
 @click.command("start")
@@ -26,11 +26,14 @@ def start_cmd(
 @click.command("result")
 @click.argument("run_id")
 @click.option("--timeout", type=float, default=None)
+@reading.journal_options
 @click.pass_context
 @common.user_errors
-def result_cmd(ctx: click.Context, run_id: str, timeout: float | None) -> None:
+def result_cmd(
+    ctx: click.Context, run_id: str, timeout: float | None, journal_url: str | None, dev: bool
+) -> None:
     """Wait for RUN_ID and print its result as JSON."""
-    common.dump(common.load_orchestrator(ctx).result(run_id, timeout=timeout))
+    common.dump(reading.reader(ctx, journal_url, dev).result(run_id, timeout=timeout))
 
 
 @click.command("signal")

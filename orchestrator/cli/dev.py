@@ -69,6 +69,7 @@ def run(
     migrate.upgrade(journal_url)
     resumed = _hand_out_unfinished(orc)
     echo(f"continuum dev: journal {journal_url}, in-memory broker")
+    echo(f"inspect its runs from another shell: continuum runs list --journal-url {journal_url}")
     if resumed:
         echo(f"resuming {resumed} unfinished run(s) from the journal")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import control, db, processes, runs
+from orchestrator.cli import control, db, metrics, processes, runs, web
+from orchestrator.cli.journal_errors import JournalErrors
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,
@@ -21,10 +22,12 @@ _COMMANDS: list[click.Command] = [
     control.signal_cmd,
     control.cancel_cmd,
     runs.runs_group,
+    web.web_cmd,
+    metrics.metrics_cmd,
 ]
 
 
-@click.group("continuum")
+@click.group("continuum", cls=JournalErrors)
 @click.option(
     "-A",
     "--app",
@@ -39,7 +42,7 @@ def main(ctx: click.Context, app_name: str | None) -> None:
     ctx.obj = {"app": app_name}
 
 
-@click.group("orchestrator")
+@click.group("orchestrator", cls=JournalErrors)
 def celery_command() -> None:
     """Durable workflows: dispatcher, runs, db (Continuum)."""
 
