@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from orchestrator.model.errors import OrchestratorError, RunClosed, UnknownRun
+from orchestrator.model.errors import OrchestratorError, PayloadError, RunClosed, UnknownRun
 from orchestrator.model.ids import check_run_id
 from orchestrator.web import csrf
 from orchestrator.web.runview import BadRequest
@@ -40,7 +40,7 @@ async def _form(request: Request) -> tuple[str, dict[str, str]]:
         if len(body) > limit:
             raise BadRequest(_too_large(limit), 413)
     kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if kind != "application/x-www-form-urlencoded":
+    if body and kind != "application/x-www-form-urlencoded":
         raise BadRequest("send the action as a form (application/x-www-form-urlencoded)", 415)
     try:
         parsed = parse_qs(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
@@ -71,6 +71,8 @@ def _refuse(exc: Exception) -> BadRequest:
     """What the orchestrator refused, as the HTTP answer saying why."""
     if isinstance(exc, RunClosed):
         return BadRequest(str(exc), 409)
+    if isinstance(exc, PayloadError):  # a JSON value read from a form: too large to journal
+        return BadRequest(str(exc), 413)
     return BadRequest(str(exc), 400)
 
 
