@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from celery import Celery  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
+from celery import Celery
+from starlette.testclient import TestClient
 
-from orchestrator import Orchestrator  # noqa: E402
-from orchestrator.journal.memory.journal import InMemoryJournal  # noqa: E402
-from orchestrator.web import create_app  # noqa: E402
-from tests.builders import new_run  # noqa: E402
+from orchestrator import Orchestrator
+from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.web import create_app
+from tests.builders import new_run
 
 MAX_PAYLOAD = 4096
 

@@ -108,7 +108,8 @@ def error_line(info: RunInfo) -> str:
     if not info.error:
         return ""
     message = str(info.error.get("message") or "").strip().splitlines()
-    return f"{info.error.get('type', 'error')}: {message[0] if message else ''}".strip()
+    kind = str(info.error.get("type") or "error").rsplit(".", 1)[-1]
+    return f"{kind}: {message[0] if message else ''}".strip()
 
 
 def run_links(info: RunInfo, history: list[Event]) -> list[tuple[str, str]]:

@@ -8,8 +8,10 @@ the row of the activity it undoes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from orchestrator.model.events import Event, EventType
 
@@ -58,6 +60,9 @@ class Row:
 
     kind: str  # activity, compensation, timer, child, signal, cancel
     label: str
+    #: The full name (a task's dotted path) and a glimpse of the arguments, to tell rows apart.
+    name: str = ""
+    args: str = ""
     command_id: int | None = None
     detail: str = ""
     link: str | None = None  # a child's run id
@@ -142,23 +147,38 @@ def _row(kind: str, event: Event) -> Row:
     data = event.data
     if kind in ("activity", "compensation"):
         target = data.get("target_activity_id")
+        task = str(data.get("task", "?"))
         return Row(
             kind=kind,
-            label=str(data.get("task", "?")),
+            label=task.rsplit(".", 1)[-1],
+            name=task,
+            args=_glimpse(data.get("args")),
             command_id=event.command_id,
             undoes=int(target) if isinstance(target, int) else None,
         )
     if kind == "timer":
         seconds = data.get("seconds")
-        detail = f"{format_seconds(float(seconds))}" if isinstance(seconds, int | float) else ""
+        detail = (
+            f"set for {format_seconds(float(seconds))}" if isinstance(seconds, int | float) else ""
+        )
         return Row(kind=kind, label="timer", command_id=event.command_id, detail=detail)
     child = data.get("child_run_id")
     return Row(
         kind=kind,
         label=str(data.get("workflow", "child")),
+        name=f"child run {child}",
+        args=_glimpse(data.get("args")),
         command_id=event.command_id,
         link=str(child) if child else None,
     )
+
+
+def _glimpse(args: Any) -> str:
+    """The arguments in a few characters: enough to tell two calls of one task apart."""
+    if not isinstance(args, list) or not args:
+        return ""
+    text = ", ".join(a if isinstance(a, str) else json.dumps(a, default=str) for a in args)
+    return text if len(text) <= 48 else text[:47] + "…"
 
 
 def _mark_label(name: str) -> str:

@@ -120,9 +120,7 @@ def test_stats_count_runs_pending_work_and_ended_attempts(
     assert len(attempt.buckets) == len(DURATION_BUCKETS) + 1
 
 
-def test_stats_tell_failed_and_timed_out_attempts_apart(
-    journal: Journal, clock: FakeClock
-) -> None:
+def test_stats_tell_failed_and_timed_out_attempts_apart(journal: Journal, clock: FakeClock) -> None:
     create(journal, "r1")
     first, second = task("r1", command_id=1), task("r1", command_id=2, timeout_seconds=1.0)
     suspend(journal, "r1", tasks=[first, second])

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from orchestrator.model.events import Event, EventType, timestamp  # noqa: E402
-from orchestrator.web import timeline  # noqa: E402
+from orchestrator.model.events import Event, EventType, timestamp
+from orchestrator.web import timeline
 
 T0 = timestamp(1_700_000_000.0)
 
