@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import common, reading
+from orchestrator.cli import common, journal_errors, reading
 
 
 @click.command("start")
@@ -19,7 +19,9 @@ def start_cmd(
 ) -> None:
     """Start a run of WORKFLOW and print its run id."""
     args = common.json_option(args_json, "--args", list)
-    handle = common.load_orchestrator(ctx).start(workflow, *args, run_id=run_id, version=wf_version)
+    handle = journal_errors.ready(common.load_orchestrator(ctx)).start(
+        workflow, *args, run_id=run_id, version=wf_version
+    )
     click.echo(handle.run_id)
 
 
@@ -45,7 +47,7 @@ def result_cmd(
 def signal_cmd(ctx: click.Context, run_id: str, name: str, payload_json: str) -> None:
     """Send signal NAME to RUN_ID (its chain's live tip)."""
     payload = common.json_option(payload_json, "--payload", object)
-    common.load_orchestrator(ctx).signal(run_id, name, payload)
+    journal_errors.ready(common.load_orchestrator(ctx)).signal(run_id, name, payload)
     click.echo(f"signal {name!r} sent to {run_id}")
 
 
@@ -56,5 +58,5 @@ def signal_cmd(ctx: click.Context, run_id: str, name: str, payload_json: str) ->
 @common.user_errors
 def cancel_cmd(ctx: click.Context, run_id: str, reason: str | None) -> None:
     """Cancel RUN_ID (its chain's live tip); its children are cancelled too."""
-    common.load_orchestrator(ctx).cancel(run_id, reason)
+    journal_errors.ready(common.load_orchestrator(ctx)).cancel(run_id, reason)
     click.echo(f"cancellation requested for {run_id}")

@@ -91,6 +91,13 @@ class JournalErrors(click.Group):
 
 
 def preflight(orc: Any) -> None:
-    """Read the journal once, so a long-running command (dispatcher, web, metrics) stops at
-    once with :class:`JournalErrors`' one line instead of failing on every pass."""
+    """Read the journal once, so that a command stops at once with :class:`JournalErrors`'
+    one line: a long-running one (dispatcher, web, metrics) instead of failing on every pass,
+    one that writes instead of retrying its transaction for half a minute."""
     orc.journal.describe("continuum-preflight")
+
+
+def ready(orc: Any) -> Any:
+    """``orc``, once :func:`preflight` found its journal usable."""
+    preflight(orc)
+    return orc

@@ -12,7 +12,7 @@ from orchestrator.cli import common, journal_errors, reading
 
 @click.command("metrics")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", default=9464, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=9464, show_default=True, type=click.IntRange(0, 65535))
 @reading.journal_options
 @click.pass_context
 def metrics_cmd(

@@ -9,7 +9,7 @@ from orchestrator.cli import common, journal_errors
 
 @click.command("web")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--read-only", is_flag=True, help="refuse signal, cancel and retry (403)")
 @click.pass_context
 def web_cmd(ctx: click.Context, host: str, port: int, read_only: bool) -> None:
