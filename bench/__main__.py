@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import fanout, idle, journal_step, latency, long_run, report, throughput
+from bench import metrics as metrics_scrape
 from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
@@ -31,6 +32,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (fanout.NAMES, fanout.run),
     (long_run.NAMES, long_run.run),
     (idle.NAMES, idle.run),
+    (metrics_scrape.NAMES, metrics_scrape.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"
