@@ -164,3 +164,22 @@ def test_retry_without_the_feature_answers_501(journal: InMemoryJournal) -> None
     response = client.post("/runs/r1/retry", data={"csrf_token": token}, follow_redirects=False)
     assert response.status_code == 501
     assert "not available" in response.text
+
+
+def test_mounted_under_a_prefix_every_link_and_redirect_keeps_it(
+    journal: InMemoryJournal,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    inner = _client(journal, read_only=False).app
+    client = TestClient(Starlette(routes=[Mount("/admin", app=inner)]))
+    page = client.get("/admin/")
+    assert page.status_code == 200
+    assert 'href="/admin/runs/r1"' in page.text
+    run_page = client.get("/admin/runs/r1")
+    assert 'action="/admin/runs/r1/cancel"' in run_page.text
+    token = client.cookies.get("continuum_csrf")
+    done = client.post("/admin/runs/r1/cancel", data={"csrf_token": token}, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/admin/runs/r1?done=")

@@ -19,7 +19,7 @@ from orchestrator.model.errors import OrchestratorError, PayloadError, RunClosed
 from orchestrator.model.ids import check_run_id
 from orchestrator.web import csrf
 from orchestrator.web.runview import BadRequest
-from orchestrator.web.state import state_of
+from orchestrator.web.state import root_path, state_of
 
 #: Room for a form's other fields (name, reason, token) beyond the signal's payload.
 _FORM_SLACK = 16 * 1024
@@ -63,8 +63,9 @@ def _too_large(limit: int) -> str:
     return f"the form is larger than {limit} bytes (the journal's payload limit, and a little)"
 
 
-def _back(run_id: str, done: str) -> Response:
-    return RedirectResponse(f"/runs/{quote(run_id)}?done={quote(done)}", status_code=303)
+def _back(request: Request, run_id: str, done: str) -> Response:
+    url = f"{root_path(request)}/runs/{quote(run_id)}?done={quote(done)}"
+    return RedirectResponse(url, status_code=303)
 
 
 def _refuse(exc: Exception) -> BadRequest:
@@ -91,7 +92,7 @@ async def signal(request: Request) -> Response:
         state_of(request).orc.signal(run_id, name, payload)
     except (OrchestratorError, ValueError, TypeError) as exc:
         raise _refuse(exc) from None
-    return _back(run_id, f"signal {name!r} sent")
+    return _back(request, run_id, f"signal {name!r} sent")
 
 
 async def cancel(request: Request) -> Response:
@@ -102,7 +103,7 @@ async def cancel(request: Request) -> Response:
         state_of(request).orc.cancel(run_id, reason)
     except (OrchestratorError, ValueError, TypeError) as exc:
         raise _refuse(exc) from None
-    return _back(run_id, "cancellation requested")
+    return _back(request, run_id, "cancellation requested")
 
 
 async def retry(request: Request) -> Response:
@@ -115,4 +116,4 @@ async def retry(request: Request) -> Response:
         handle = orc.retry(run_id)
     except (OrchestratorError, ValueError, TypeError) as exc:
         raise _refuse(exc) from None
-    return _back(getattr(handle, "run_id", run_id), "retry started")
+    return _back(request, getattr(handle, "run_id", run_id), "retry started")

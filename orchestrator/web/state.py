@@ -25,11 +25,20 @@ class WebState:
         """A rendered template, with the CSRF cookie set when the browser has none yet."""
         token = csrf.token(request)
         html = self.env.get_template(name).render(
-            request=request, read_only=self.read_only, csrf_token=token, **context
+            request=request,
+            read_only=self.read_only,
+            csrf_token=token,
+            root=root_path(request),
+            **context,
         )
         response = HTMLResponse(html, status_code=status)
         csrf.set_cookie(request, response, token)
         return response
+
+
+def root_path(request: Request) -> str:
+    """Where the app is mounted (``""`` at the root of its host): every link starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def state_of(request: Request) -> WebState:
