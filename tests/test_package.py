@@ -10,6 +10,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+from orchestrator.journal.sql import migrate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,6 +43,6 @@ def test_wheel_ships_migrations_and_upgrades_a_database(wheel: Path, tmp_path: P
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "is at revision 0003" in result.stdout
+    assert f"is at revision {migrate.head()}" in result.stdout
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     assert {"runs", "events", "inbox", "tasks", "timers", "alembic_version"} <= tables
