@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.journal.insight import RunCursor, RunPage
-from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
+from orchestrator.model.events import Event, EventType, RunInfo, RunStatus, parse_status
 from orchestrator.web.timeline import format_seconds
 
 #: Runs per page of the list, and the most a caller may ask for.
@@ -52,10 +52,9 @@ class ListQuery:
         status = params.get("status") or None
         if status is not None:
             try:
-                status = RunStatus(status)
-            except ValueError:
-                known = ", ".join(s.value for s in RunStatus)
-                raise BadRequest(f"unknown status {status!r}; one of: {known}") from None
+                status = parse_status(status)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
         after = params.get("after") or None
         if after is not None:
             try:
