@@ -146,8 +146,9 @@ def test_the_cancel_button_cancels_a_live_run(cluster: Cluster, site: str, brows
     _css(browser, "#cancel")[0].click()
     with pytest.raises(Cancelled):
         cluster.orc.result(run_id, timeout=60)
-    browser.get(f"{site}/runs/{run_id}")
-    assert _css(browser, "#status")[0].text == "cancelled"
+    # The open page refreshes itself (its script) and shows the run's end, with no reload.
+    status = "return document.getElementById('status').textContent"  # never a stale element
+    wait_for(lambda: browser.execute_script(status) == "cancelled", 15, "the page to refresh")
     assert _has_event(cluster, run_id, EventType.CANCEL_REQUESTED)
 
 
