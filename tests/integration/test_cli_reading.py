@@ -138,3 +138,47 @@ def test_dev_runs_are_read_with_dev(tmp_path: Path) -> None:
     env = {"ORCHESTRATOR_JOURNAL_URL": f"sqlite:///{tmp_path / 'other.sqlite3'}"}
     done = continuum("runs", "list", cwd=tmp_path, env=env)
     assert done.returncode == 2 and "add --dev" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "path", "says"),
+    [
+        (["-A", APP, "web", "--read-only"], "/", "Runs"),
+        (["metrics", "--journal-url", "{url}"], "/metrics", "continuum_runs{"),
+    ],
+    ids=["web", "metrics"],
+)
+def test_web_and_metrics_serve_the_journal(
+    cluster: Cluster, argv: list[str], path: str, says: str
+) -> None:
+    import httpx
+
+    from tests.integration.cluster import wait_for
+    from tests.integration.webserver import _free_port
+
+    cluster.orc.start("sequential", 1)
+    port = _free_port()
+    args = [a.replace("{url}", cluster.url) for a in argv]
+    proc = subprocess.Popen(
+        [str(BIN / "continuum"), *args, "--port", str(port)],
+        cwd=ROOT,
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def page() -> str | None:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+            except httpx.TransportError:
+                return None
+            return answer.text if answer.status_code == 200 else None
+
+        assert says in wait_for(page, 30, f"{' '.join(argv)} to answer")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "Traceback" not in out
