@@ -183,3 +183,9 @@ def test_mounted_under_a_prefix_every_link_and_redirect_keeps_it(
     done = client.post("/admin/runs/r1/cancel", data={"csrf_token": token}, follow_redirects=False)
     assert done.status_code == 303
     assert done.headers["location"].startswith("/admin/runs/r1?done=")
+
+
+def test_pages_may_not_be_framed(journal: InMemoryJournal) -> None:
+    page = _client(journal, read_only=False).get("/runs/r1")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]

@@ -13,6 +13,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from orchestrator.web import csrf
 
 
+#: No framing (its buttons cancel runs: no clickjacking), no sniffing, no referrer elsewhere.
+_PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
 @dataclass(frozen=True)
 class WebState:
     """The app's state (``app.state.web``)."""
@@ -31,7 +40,7 @@ class WebState:
             root=root_path(request),
             **context,
         )
-        response = HTMLResponse(html, status_code=status)
+        response = HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
         csrf.set_cookie(request, response, token)
         return response
 
