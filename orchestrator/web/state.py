@@ -12,7 +12,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from orchestrator.web import csrf
 
-
 #: No framing (its buttons cancel runs: no clickjacking), no sniffing, no referrer elsewhere.
 _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
