@@ -60,7 +60,8 @@ _LOAD = [
            mod(i, 50) <> 1 OR a = 1,
            CASE WHEN mod(i, 50) = 1 AND a = 2 THEN NULL WHEN a = 1 AND mod(i, 8) = 0 THEN 'failed'
                 ELSE 'completed' END,
-           CASE WHEN mod(i, 50) = 1 AND a = 2 THEN NULL ELSE %(t0)s + i + 0.01 + (mod(i, 997)) / 300.0 END
+           CASE WHEN mod(i, 50) = 1 AND a = 2 THEN NULL
+                ELSE %(t0)s + i + 0.01 + mod(i, 997) / 300.0 END
     FROM generate_series(1, %(runs)s) AS i, generate_series(1, 2) AS a
     WHERE a = 1 OR mod(i, 8) = 0 OR mod(i, 50) = 1
     """,
