@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
 )
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the run page's screenshot goes (the docs' image) when this is set.
 SCREENSHOT_ENV = "CONTINUUM_WEB_SCREENSHOT"
@@ -50,6 +51,19 @@ def read_only_site(cluster: Cluster) -> Iterator[str]:
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
+
+
+def _stable(action: Callable[[], T]) -> T:
+    """``action``, done again on a fresh lookup when the page's live refresh replaced the
+    element it found (an open run's page swaps its content every 2 s)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(10):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            continue
+    return action()
 
 
 def _css(driver: Any, selector: str) -> list[Any]:
@@ -100,10 +114,11 @@ def test_a_failed_run_page_shows_its_timeline_and_its_error(
     # The run waits for "approve": send it with the page's signal form.
     wait_for(lambda: _has_event(cluster, run_id, EventType.ACTIVITY_COMPLETED, 2), 60, "the charge")
     browser.get(f"{site}/runs/{run_id}")
-    _css(browser, 'input[name="name"]')[0].send_keys("approve")
-    _css(browser, 'textarea[name="payload"]')[0].send_keys('{"by": "ops"}')
-    _css(browser, "form.action button")[0].click()
-    wait_for(lambda: "signal" in browser.find_element("css selector", ".notice").text, 10, "notice")
+    _stable(lambda: _css(browser, 'input[name="name"]')[0].send_keys("approve"))
+    _stable(lambda: _css(browser, 'textarea[name="payload"]')[0].send_keys('{"by": "ops"}'))
+    _stable(lambda: _css(browser, "form.action button")[0].click())
+    notice = "var n = document.querySelector('.notice'); return n ? n.textContent : '';"
+    wait_for(lambda: "signal" in browser.execute_script(notice), 10, "the page's notice")
     with pytest.raises(WorkflowFailed, match="ship failed"):
         cluster.orc.result(run_id, timeout=90)
 
@@ -141,9 +156,9 @@ def test_a_failed_run_page_shows_its_timeline_and_its_error(
 def test_the_cancel_button_cancels_a_live_run(cluster: Cluster, site: str, browser: Any) -> None:
     run_id = cluster.orc.start("approval", 600).run_id
     browser.get(f"{site}/runs/{run_id}")
-    assert _css(browser, "#status")[0].text in ("runnable", "running", "suspended")
-    _css(browser, 'input[name="reason"]')[0].send_keys("customer changed their mind")
-    _css(browser, "#cancel")[0].click()
+    assert _stable(lambda: _css(browser, "#status")[0].text) in ("runnable", "running", "suspended")
+    _stable(lambda: _css(browser, 'input[name="reason"]')[0].send_keys("changed their mind"))
+    _stable(lambda: _css(browser, "#cancel")[0].click())
     with pytest.raises(Cancelled):
         cluster.orc.result(run_id, timeout=60)
     # The open page refreshes itself (its script) and shows the run's end, with no reload.
@@ -157,11 +172,10 @@ def test_a_read_only_view_refuses_to_cancel(
 ) -> None:
     run_id = cluster.orc.start("approval", 600).run_id
     browser.get(f"{read_only_site}/runs/{run_id}")
-    button = _css(browser, "#cancel")[0]
-    assert not button.is_enabled()
+    assert not _stable(lambda: _css(browser, "#cancel")[0].is_enabled())
     # A user who enables the button anyway is refused by the server.
-    browser.execute_script("arguments[0].disabled = false", button)
-    button.click()
+    enable_and_click = "var b = document.getElementById('cancel'); b.disabled = false; b.click();"
+    browser.execute_script(enable_and_click)
     wait_for(lambda: _css(browser, "#refusal"), 10, "the refusal")
     assert "read-only" in _css(browser, "#refusal")[0].text
     assert not _has_event(cluster, run_id, EventType.CANCEL_REQUESTED)
