@@ -427,6 +427,6 @@ class Journal(Protocol):
 
     def stats(self) -> JournalStats:
         """The aggregates the metrics endpoint exports (see
-        :class:`~orchestrator.journal.insight.JournalStats`), read in one transaction with a
-        few aggregate queries, whatever the number of runs."""
+        :class:`~orchestrator.journal.insight.JournalStats`): a few aggregate queries, each
+        exact as of its own read (not one snapshot; they may run side by side)."""
         ...

@@ -7,12 +7,14 @@ indexes serving the ones about pending work.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
 
 from orchestrator.journal.insight import (
     DURATION_BUCKETS,
+    AttemptStats,
     JournalStats,
     RunCursor,
     RunPage,
@@ -109,7 +111,17 @@ class SqlInsight(SqlConnection):
 
     def stats(self) -> JournalStats:
         now = self._clock()
-        with self._tx() as conn:
+        # The two aggregates that read whole tables run side by side, on two connections.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            attempts = pool.submit(self._attempts)
+            return self._stats(now, attempts)
+
+    def _attempts(self) -> list[AttemptStats]:
+        with self._tx(autocommit=True) as conn:
+            return attempt_stats(tuple(row) for row in conn.execute(ATTEMPTS))
+
+    def _stats(self, now: float, attempts: Future[list[AttemptStats]]) -> JournalStats:
+        with self._tx(autocommit=True) as conn:
             oldest = conn.execute(
                 sa.select(sa.func.min(runs.c.updated_at)).where(
                     runs.c.status == RunStatus.RUNNABLE.value
@@ -129,7 +141,7 @@ class SqlInsight(SqlConnection):
                 now=now,
                 runs=self._count_runs_x(conn, None),
                 runnable_oldest_at=None if oldest is None else float(oldest),
-                attempts=attempt_stats(tuple(row) for row in conn.execute(ATTEMPTS)),
+                attempts=attempts.result(),
                 outbox_unpublished=int(unpublished or 0),
                 timers_overdue=int(overdue or 0),
             )
