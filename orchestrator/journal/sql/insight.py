@@ -33,6 +33,9 @@ _ended = (
         (tasks.c.finished_at - _began).label("seconds"),
     )
     .where(tasks.c.outcome.is_not(None), tasks.c.finished_at.is_not(None))
+    # OFFSET keeps Postgres from inlining the subquery, which would compute each duration
+    # once per bucket it is compared with, instead of once.
+    .offset(0)
     .subquery("ended")
 )
 _bucket = sa.case(
