@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from orchestrator.journal.insight import RunCursor, RunPage
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus, parse_status
@@ -84,8 +85,6 @@ class ListQuery:
             "limit": None if self.limit == PAGE_SIZE else str(self.limit),
         }
         values.update(changes)
-        from urllib.parse import urlencode
-
         query = urlencode({k: v for k, v in values.items() if v})
         return "/" + (f"?{query}" if query else "")
 
