@@ -7,7 +7,8 @@ indexes serving the ones about pending work.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,16 +115,20 @@ class SqlInsight(SqlConnection):
 
     def stats(self) -> JournalStats:
         now = self._clock()
+        if not self.postgres:  # SQLite takes one transaction at a time: one after the other
+            return dataclasses.replace(self._pending_work(now), attempts=self._attempts())
         # The two aggregates that read whole tables run side by side, on two connections.
         with ThreadPoolExecutor(max_workers=1) as pool:
             attempts = pool.submit(self._attempts)
-            return self._stats(now, attempts)
+            stats = self._pending_work(now)
+            return dataclasses.replace(stats, attempts=attempts.result())
 
     def _attempts(self) -> list[AttemptStats]:
         with self._tx(autocommit=True) as conn:
             return attempt_stats(tuple(row) for row in conn.execute(ATTEMPTS))
 
-    def _stats(self, now: float, attempts: Future[list[AttemptStats]]) -> JournalStats:
+    def _pending_work(self, now: float) -> JournalStats:
+        """Everything but the attempts: the runs, and the work waiting."""
         with self._tx(autocommit=True) as conn:
             oldest = conn.execute(
                 sa.select(sa.func.min(runs.c.updated_at)).where(
@@ -144,7 +149,6 @@ class SqlInsight(SqlConnection):
                 now=now,
                 runs=self._count_runs_x(conn, None),
                 runnable_oldest_at=None if oldest is None else float(oldest),
-                attempts=attempts.result(),
                 outbox_unpublished=int(unpublished or 0),
                 timers_overdue=int(overdue or 0),
             )
