@@ -29,6 +29,7 @@ from bench import (
     throughput,
     tracing,
 )
+from bench import metrics as metrics_scrape
 from bench.cluster import CONCURRENCY, ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
@@ -47,6 +48,7 @@ GROUPS: list[tuple[tuple[str, ...], Run]] = [
     (canvas.NAMES, canvas.run),
     (tracing.NAMES, tracing.run),
     (growth.NAMES, growth.run),
+    (metrics_scrape.NAMES, metrics_scrape.run),
 ]
 SCENARIOS = [name for names, _ in GROUPS for name in names]
 RESULTS = ROOT / "bench" / "results"

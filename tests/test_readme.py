@@ -68,3 +68,29 @@ def test_readme_first_command_runs_the_order_from_a_wheel(wheel: Path, tmp_path:
     assert all(p >= 0 for p in positions), out
     assert positions == sorted(positions), out
     assert (project / "continuum-dev.sqlite3").exists()
+
+    # The newcomer's next command: dev said how to read its runs, and that works.
+    assert "continuum runs list --dev" in out
+    continuum = str(env_dir / "bin" / "continuum")
+
+    def next_command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [continuum, "-A", "tasks", "runs", "list", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    listed = next_command("--dev")
+    assert listed.returncode == 0, listed.stderr
+    assert "order" in listed.stdout
+    # Without --dev it reads the reference config's Postgres journal: where that cannot be
+    # used, one line says so and points at the dev runs.
+    elsewhere = next_command()
+    if elsewhere.returncode != 0:
+        assert elsewhere.returncode == 2, elsewhere.stderr
+        assert len(elsewhere.stderr.strip().splitlines()) == 1, elsewhere.stderr
+        assert "add --dev" in elsewhere.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import common
+from orchestrator.cli import common, journal_errors, reading
 
 
 @click.command("start")
@@ -19,18 +19,23 @@ def start_cmd(
 ) -> None:
     """Start a run of WORKFLOW and print its run id."""
     args = common.json_option(args_json, "--args", list)
-    handle = common.load_orchestrator(ctx).start(workflow, *args, run_id=run_id, version=wf_version)
+    handle = journal_errors.ready(common.load_orchestrator(ctx)).start(
+        workflow, *args, run_id=run_id, version=wf_version
+    )
     click.echo(handle.run_id)
 
 
 @click.command("result")
 @click.argument("run_id")
 @click.option("--timeout", type=float, default=None)
+@reading.journal_options
 @click.pass_context
 @common.user_errors
-def result_cmd(ctx: click.Context, run_id: str, timeout: float | None) -> None:
+def result_cmd(
+    ctx: click.Context, run_id: str, timeout: float | None, journal_url: str | None, dev: bool
+) -> None:
     """Wait for RUN_ID and print its result as JSON."""
-    common.dump(common.load_orchestrator(ctx).result(run_id, timeout=timeout))
+    common.dump(reading.reader(ctx, journal_url, dev).result(run_id, timeout=timeout))
 
 
 @click.command("signal")
@@ -42,7 +47,7 @@ def result_cmd(ctx: click.Context, run_id: str, timeout: float | None) -> None:
 def signal_cmd(ctx: click.Context, run_id: str, name: str, payload_json: str) -> None:
     """Send signal NAME to RUN_ID (its chain's live tip)."""
     payload = common.json_option(payload_json, "--payload", object)
-    common.load_orchestrator(ctx).signal(run_id, name, payload)
+    journal_errors.ready(common.load_orchestrator(ctx)).signal(run_id, name, payload)
     click.echo(f"signal {name!r} sent to {run_id}")
 
 
@@ -53,5 +58,5 @@ def signal_cmd(ctx: click.Context, run_id: str, name: str, payload_json: str) ->
 @common.user_errors
 def cancel_cmd(ctx: click.Context, run_id: str, reason: str | None) -> None:
     """Cancel RUN_ID (its chain's live tip); its children are cancelled too."""
-    common.load_orchestrator(ctx).cancel(run_id, reason)
+    journal_errors.ready(common.load_orchestrator(ctx)).cancel(run_id, reason)
     click.echo(f"cancellation requested for {run_id}")

@@ -69,6 +69,8 @@ def run(
     migrate.upgrade(journal_url)
     resumed = _hand_out_unfinished(orc)
     echo(f"continuum dev: journal {journal_url}, in-memory broker")
+    where = "--dev" if journal_url == DEFAULT_JOURNAL else f"--journal-url {journal_url}"
+    echo(f"inspect its runs from another shell here: continuum runs list {where}")
     if resumed:
         echo(f"resuming {resumed} unfinished run(s) from the journal")
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.cli import canvas, control, db, processes, query, runs, schedules
+from orchestrator.cli import canvas, control, db, metrics, processes, query, runs, schedules, web
 from orchestrator.cli import lifecycle as _lifecycle  # noqa: F401  (adds ``runs prune|export``)
 from orchestrator.cli import replay as replay_cli
 from orchestrator.cli import retry as _retry  # noqa: F401  (adds ``runs retry``)
+from orchestrator.cli.journal_errors import JournalErrors
 
 _COMMANDS: list[click.Command] = [
     processes.dispatcher_cmd,
@@ -28,10 +29,12 @@ _COMMANDS: list[click.Command] = [
     replay_cli.replay_cmd,
     query.query_cmd,
     canvas.start_canvas_cmd,
+    web.web_cmd,
+    metrics.metrics_cmd,
 ]
 
 
-@click.group("continuum")
+@click.group("continuum", cls=JournalErrors)
 @click.option(
     "-A",
     "--app",
@@ -46,7 +49,7 @@ def main(ctx: click.Context, app_name: str | None) -> None:
     ctx.obj = {"app": app_name}
 
 
-@click.group("orchestrator")
+@click.group("orchestrator", cls=JournalErrors)
 def celery_command() -> None:
     """Durable workflows: dispatcher, runs, db (Continuum)."""
 

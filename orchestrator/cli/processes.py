@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from orchestrator.cli import common
+from orchestrator.cli import common, journal_errors
 
 
 @click.command("dispatcher")
@@ -18,6 +18,7 @@ def dispatcher_cmd(ctx: click.Context, loglevel: str) -> None:
     """Run the dispatcher: timers, timeouts, lost messages, stuck runs."""
     logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s %(levelname)s] %(message)s")
     orc = common.load_orchestrator(ctx)
+    journal_errors.preflight(orc)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

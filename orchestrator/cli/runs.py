@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from orchestrator.cli import common
+from orchestrator.cli import common, reading
 
 
 @click.group("runs")
@@ -20,13 +20,21 @@ def runs_group() -> None:
 @click.option("--workflow", default=None)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@reading.journal_options
 @click.pass_context
 @common.user_errors
 def runs_list(
-    ctx: click.Context, status: str | None, workflow: str | None, limit: int, as_json: bool
+    ctx: click.Context,
+    status: str | None,
+    workflow: str | None,
+    limit: int,
+    as_json: bool,
+    journal_url: str | None,
+    dev: bool,
 ) -> None:
     """List runs, newest first."""
-    runs = common.load_orchestrator(ctx).list_runs(status=status, workflow=workflow, limit=limit)
+    source = reading.reader(ctx, journal_url, dev)
+    runs = source.list_runs(status=status, workflow=workflow, limit=limit)
     if as_json:
         common.dump([common.run_dict(r) for r in runs])
         return
@@ -40,11 +48,14 @@ def runs_list(
 @runs_group.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
+@reading.journal_options
 @click.pass_context
 @common.user_errors
-def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def runs_show(
+    ctx: click.Context, run_id: str, as_json: bool, journal_url: str | None, dev: bool
+) -> None:
     """Show a run and its history."""
-    orc = common.load_orchestrator(ctx)
+    orc = reading.reader(ctx, journal_url, dev)
     info = orc.describe(run_id)
     history = orc.history(run_id)
     if as_json:
@@ -64,11 +75,14 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @runs_group.command("history")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
+@reading.journal_options
 @click.pass_context
 @common.user_errors
-def runs_history(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def runs_history(
+    ctx: click.Context, run_id: str, as_json: bool, journal_url: str | None, dev: bool
+) -> None:
     """Print a run's history, one event a line."""
-    history = common.load_orchestrator(ctx).history(run_id)
+    history = reading.reader(ctx, journal_url, dev).history(run_id)
     if as_json:
         common.dump([asdict(e) for e in history])
         return

@@ -21,7 +21,7 @@ from orchestrator.model.errors import (
     WorkflowFailed,
     WorkflowTimeout,
 )
-from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
+from orchestrator.model.events import Event, EventType, RunInfo, RunStatus, parse_status
 from orchestrator.model.ids import check_run_id
 from orchestrator.model.records import InboxItem, NewRun
 from orchestrator.model.settings import Settings
@@ -249,13 +249,7 @@ class Client:
         self, status: str | RunStatus | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunInfo]:
         """Runs, newest first."""
-        wanted = None
-        if status is not None:
-            try:
-                wanted = RunStatus(status)
-            except ValueError:
-                known = ", ".join(s.value for s in RunStatus)
-                raise ValueError(f"unknown status {status!r}; one of: {known}") from None
+        wanted = None if status is None else parse_status(status)
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
         return self.journal.list_runs(status=wanted, workflow=workflow, limit=limit)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.journal.families import Family
+from orchestrator.journal.insight import JournalStats, RunCursor, RunPage
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, Timer
 from orchestrator.model.schedules import ScheduleInfo, ScheduleSpec
@@ -573,4 +574,32 @@ class Journal(Protocol):
         connection, one in autocommit mode, in a failed transaction, or to another database
         raise :class:`~orchestrator.model.errors.TransactionalStartError`, writing nothing.
         """
+        ...
+
+    # -- operators' views -------------------------------------------------------------------
+    def page_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        prefix: str | None = None,
+        after: RunCursor | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """Runs newest first (creation time, then run id, both descending), filtered by
+        status, workflow and run id prefix, starting after the cursor ``after``: paging by
+        keyset, so a page costs the same however deep it is. One read; ``next`` is set when
+        more runs may follow.
+        """
+        ...
+
+    def count_runs(self, *, workflow: str | None = None) -> dict[tuple[str, RunStatus], int]:
+        """How many runs there are per (workflow, status), optionally of one workflow only:
+        one aggregate read."""
+        ...
+
+    def stats(self) -> JournalStats:
+        """The aggregates the metrics endpoint exports (see
+        :class:`~orchestrator.journal.insight.JournalStats`): a few aggregate queries, each
+        exact as of its own read (not one snapshot; they may run side by side)."""
         ...

@@ -86,6 +86,15 @@ class RunStatus(StrEnum):
         return self in _TERMINAL_STATUSES
 
 
+def parse_status(value: str | RunStatus) -> RunStatus:
+    """The status named ``value``; ``ValueError`` listing the statuses when there is none."""
+    try:
+        return RunStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in RunStatus)
+        raise ValueError(f"unknown status {value!r}; one of: {known}") from None
+
+
 _TERMINAL_STATUSES = frozenset(
     {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CONTINUED}
 )

@@ -418,3 +418,20 @@ if os.environ.get("CONTINUUM_TEST_TRACES"):
     from tests.span_file import export_to
 
     export_to(os.environ["CONTINUUM_TEST_TRACES"])
+
+
+@orc.workflow(name="checkout")
+async def checkout(ctx: WorkflowContext, key: str) -> str:
+    """Something of everything, for the web view: a retried activity, a signal, a timer, a
+    child, a failing step and the compensations it sets off."""
+    async with ctx.saga() as saga:
+        await ctx.activity(step, key, "reserve")
+        saga.compensate_with(undo.s(key, "reserve"))
+        policy = RetryPolicy(max_attempts=3, initial_interval=0.3)
+        await ctx.activity(flaky, f"{key}-charge", 1, retry=policy)
+        saga.compensate_with(undo.s(key, "charge"))
+        await ctx.wait_signal("approve")
+        await ctx.sleep(0.4)
+        await ctx.child(sequential, 2)
+        await ctx.activity(step, key, "ship", True)
+    return "shipped"

@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from orchestrator.journal.families import Family, check_limit, take
+from orchestrator.journal.insight import attempt_outcome
 from orchestrator.journal.memory import admission, retention
 from orchestrator.journal.memory.authoring import AuthoringOps
+from orchestrator.journal.memory.insight import MemoryInsight
 from orchestrator.journal.memory.rows import (
     ACTIVE,
     EventRow,
@@ -50,7 +52,7 @@ from orchestrator.model.limits import cancels_queued, delivered_status
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask
 
 
-class InMemoryJournal(MemorySchedules, AuthoringOps):
+class InMemoryJournal(MemorySchedules, AuthoringOps, MemoryInsight):
     """A :class:`~orchestrator.journal.protocol.Journal` held in memory, for fast tests of
     replay logic.
 
@@ -408,6 +410,7 @@ class InMemoryJournal(MemorySchedules, AuthoringOps):
         run.keys.add(item.dedupe_key)
         if task is not None:
             task.finished = True
+            task.outcome, task.finished_at = attempt_outcome(item.type), now
         run.status = delivered_status(run.status, item.type)
         run.updated_at = now
         dispatch = (

@@ -67,6 +67,10 @@ class TaskRow:
     #: its ``heartbeat_timeout``), and the details its beats recorded (JSON text).
     heartbeat_deadline_at: float | None = None
     heartbeat_details: str | None = None
+    #: How the attempt ended (see :func:`~orchestrator.journal.insight.attempt_outcome`), and
+    #: when; ``None`` while it runs, or when its run ended first.
+    outcome: str | None = None
+    finished_at: float | None = None
 
     def read(self) -> OutboxTask:
         return replace(

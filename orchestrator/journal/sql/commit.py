@@ -117,14 +117,15 @@ class StepCommits(DispatcherQueries):
         batch: Batch,
         release: bool,
         held: Claimed | None = None,
-        finishing: str | None = None,
+        finishing: dict[str, Any] | None = None,
         unwritten: dict[str, Any] | None = None,
     ) -> Committed:
         """``held`` is a claim made earlier in this transaction: the run's row is locked by
         it already, and no inbox item can have arrived since (a delivery locks the row);
         ``unwritten``, the values it sets on the row, are written by this step's update.
-        ``finishing`` is the task whose outcome the batch consumes, ended by the step's
-        write (Postgres); :class:`NotAwaited` if it has ended already."""
+        ``finishing`` ends the task whose outcome the batch consumes (the parameters of
+        :func:`~orchestrator.journal.sql.insight.finish_params`), by the step's write
+        (Postgres); :class:`NotAwaited` if it has ended already."""
         now = self._clock()
         if held is None:
             row = self._locked_run(conn, lease)
@@ -185,7 +186,7 @@ class StepCommits(DispatcherQueries):
             values.update(step_rows(event_rows, task_rows))
             statement = WRITE_STEP
             if finishing is not None:
-                values["p_task_id"] = finishing
+                values.update(finishing)
                 statement = WRITE_STEP_FINISHING
             written = conn.execute(statement, values).one()
             if finishing is not None and not written.task_finished:

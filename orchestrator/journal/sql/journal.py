@@ -36,6 +36,7 @@ from orchestrator.journal.protocol import (
 from orchestrator.journal.sql import admission
 from orchestrator.journal.sql.authoring import AuthoringQueries
 from orchestrator.journal.sql.commit import NotAwaited, step_events, step_values
+from orchestrator.journal.sql.insight import SqlInsight, finish_params
 from orchestrator.journal.sql.retention import RetentionQueries
 from orchestrator.journal.sql.retries import RunRetries
 from orchestrator.journal.sql.rows import (
@@ -76,7 +77,12 @@ from orchestrator.model.records import InboxItem, NewRun
 
 
 class SqlJournal(
-    RunRetries, ScheduleQueries, AuthoringQueries, RetentionQueries, ForeignTransactions
+    RunRetries,
+    ScheduleQueries,
+    AuthoringQueries,
+    RetentionQueries,
+    ForeignTransactions,
+    SqlInsight,
 ):
     """A :class:`~orchestrator.journal.protocol.Journal` on Postgres or SQLite: runs, the lease
     holder's claims and commits, and facts from outside. Connections and transactions are
@@ -269,9 +275,9 @@ class SqlJournal(
                     batch, absorbed=[i for i in batch.absorbed if i != unstored.row["id"]]
                 )
                 claimed = dataclasses.replace(claimed, inbox=[])
-                finishing = unstored.task_id
+                finishing = unstored.finishing(claimed.run.run_id)
             else:
-                self._finish_awaited_x(conn, unstored.task_id, claimed.run.run_id)
+                self._finish_awaited_x(conn, unstored.finishing(claimed.run.run_id))
                 if self._insert_inbox_x(conn, unstored.row) is None:
                     raise NotAwaited  # its dedupe key was taken after all: as if inserted first
         if batch is None:
@@ -291,9 +297,9 @@ class SqlJournal(
         if held.unwritten:
             conn.execute(WRITE_RUN, {**held.unwritten, "p_run_id": held.claimed.run.run_id})
 
-    def _finish_awaited_x(self, conn: Connection, task_id: str, run_id: str) -> None:
-        """End the task an outcome is for; :class:`NotAwaited` if it has ended already."""
-        params = {"p_task_id": task_id, "p_run_id": run_id}
+    def _finish_awaited_x(self, conn: Connection, params: dict[str, Any]) -> None:
+        """End the task an outcome is for (``params``: :func:`finish_params`);
+        :class:`NotAwaited` if it has ended already."""
         if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
             raise NotAwaited
 
@@ -362,7 +368,7 @@ class SqlJournal(
             unstored = _Unstored(row=values, task_id=task_id)
         else:
             if task_id is not None:
-                self._finish_awaited_x(conn, task_id, run_id)
+                self._finish_awaited_x(conn, finish_params(task_id, run_id, item.type, now))
             inserted = self._insert_inbox_x(conn, values)
             if inserted is None:
                 raise NotAwaited
@@ -446,7 +452,7 @@ class SqlJournal(
             return Delivery(accepted=True)
         if task_id is not None:
             # The attempt's outcome and the task's end are one: its dedupe key is the task's.
-            params = {"p_task_id": task_id, "p_run_id": run_id}
+            params = finish_params(task_id, run_id, item.type, now)
             if conn.execute(FINISH_AWAITED_TASK, params).first() is None:
                 return Delivery(accepted=False)  # not an attempt this run is waiting for
         data = payloads.encode(item.data, f"{item.type} inbox item")
@@ -514,6 +520,10 @@ class _Unstored:
 
     row: dict[str, Any]
     task_id: str
+
+    def finishing(self, run_id: str) -> dict[str, Any]:
+        """The parameters that end the task with this outcome."""
+        return finish_params(self.task_id, run_id, self.row["type"], self.row["at"])
 
 
 __all__ = ["SqlJournal"]

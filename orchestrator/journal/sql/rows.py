@@ -177,7 +177,9 @@ LOCK_FOR_COMMIT = (
 FINISH_AWAITED_TASK = (
     tasks.update()
     .where(tasks.c.task_id == _task_param, tasks.c.run_id == _run_param, sa.not_(tasks.c.finished))
-    .values(finished=True)
+    .values(
+        finished=True, outcome=sa.bindparam("p_outcome"), finished_at=sa.bindparam("p_finished_at")
+    )
     .returning(tasks.c.task_id)
 )
 _unstarted_task = (

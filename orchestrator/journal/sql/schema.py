@@ -136,6 +136,9 @@ tasks = sa.Table(
     # The attempt's start or last heartbeat plus its heartbeat_timeout.
     sa.Column("heartbeat_deadline_at", sa.Float),
     sa.Column("heartbeat_details", sa.Text),
+    # How an ended attempt ended (completed, failed, timed_out) and when, for the metrics.
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("finished_at", sa.Float),
     # By run and id: ending an awaited task names both, and either index then finds it.
     sa.Index("ix_tasks_run_id_task_id", "run_id", "task_id"),
     sa.Index(
