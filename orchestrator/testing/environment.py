@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.client import queries
 from orchestrator.client.runs import Client
 from orchestrator.journal.memory.journal import InMemoryJournal
+from orchestrator.model.errors import NotPublished
 from orchestrator.model.events import Event, RunInfo
 from orchestrator.model.retry import Seconds, to_seconds
 from orchestrator.runtime.dispatcher import Dispatcher
@@ -179,11 +181,23 @@ class WorkflowEnvironment:
         return self.client.history(run_id)
 
     def query(self, run_id: str, name: str, timeout: Seconds | None = None) -> Any:
-        """The latest value the run published under ``name`` (``ctx.publish``)."""
-        raise NotImplementedError(
-            "WorkflowEnvironment.query needs queries (ctx.publish / orc.query), which this "
-            "version of the engine does not have yet"
-        )
+        """The latest value the run (its chain) published under ``name`` (``ctx.publish``),
+        as ``orc.query`` gives it. ``timeout`` is in virtual seconds: time skips ahead, timer
+        by timer, until a first value is published. ``NotPublished`` (a ``LookupError``) when
+        there is none by then, or at once when the run ended or nothing could publish one."""
+        self._check_open()
+        limit = None if timeout is None else self.clock() + _positive(timeout, "timeout")
+        self._drain()
+        while True:
+            try:
+                return queries.query(self.client, run_id, name)
+            except NotPublished:
+                wakeup = self._next_wakeup()
+                if limit is None or self._ended(run_id) or wakeup is None or wakeup > limit:
+                    if limit is not None and not self._ended(run_id):
+                        self._move_to(limit)
+                    raise
+                self._move_to(wakeup)
 
     # -- time -------------------------------------------------------------------------------
     def now(self) -> datetime:

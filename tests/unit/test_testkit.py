@@ -19,6 +19,7 @@ import tasks
 from orchestrator import (
     ActivityFailed,
     Cancelled,
+    NotPublished,
     Orchestrator,
     RetryPolicy,
     UnknownRun,
@@ -271,7 +272,7 @@ def test_bad_input_is_refused_clearly(env: WorkflowEnvironment) -> None:
         env.result(run_id, timeout=0)
     with pytest.raises(UnknownRun):
         env.describe("no-such-run")
-    with pytest.raises(NotImplementedError, match="queries"):
+    with pytest.raises(NotPublished):
         env.query(run_id, "progress")
     env.close()
     with pytest.raises(RuntimeError, match="closed"):
@@ -338,3 +339,25 @@ def test_gathered_activities_children_and_timers_all_resolve() -> None:
     with WorkflowEnvironment(orc, start_time=T0) as environment:
         result = environment.result(environment.start(fan_out))
     assert result == ["took 1", (T0 + timedelta(days=3)).isoformat(), "took 2", None]
+
+
+@orc.workflow(name="countdown", version="1")
+async def countdown(ctx: WorkflowContext, days: int) -> str:
+    for left in range(days, 0, -1):
+        ctx.publish("left", left)
+        await ctx.sleep(86400)
+    ctx.publish("left", 0)
+    return "done"
+
+
+def test_queries_read_published_values_and_wait_in_virtual_time() -> None:
+    with WorkflowEnvironment(orc, start_time=T0) as environment:
+        run_id = environment.start(countdown, 3)
+        assert environment.query(run_id, "left") == 3
+        environment.advance(timedelta(days=1))
+        assert environment.query(run_id, "left") == 2
+        with pytest.raises(NotPublished):
+            environment.query(run_id, "nothing", timeout=3600)
+        assert environment.now() == T0 + timedelta(days=1, hours=1)  # waited in virtual time
+        assert environment.result(run_id) == "done"
+        assert environment.query(run_id, "left") == 0
