@@ -78,10 +78,9 @@ class Client:
         """
         run, definition = self.new_run(workflow, args, run_id, version, timeout)
         if connection is not None:
-            created = self.journal.create_run_in(connection, run)
-        else:
-            created = self._create(run, definition)
-        if not created:
+            # A run of that id may exist only in the caller's transaction, unseen from here.
+            self.journal.create_run_in(connection, run)
+        elif not self._create(run, definition):
             self.check_reused(run)
         return run.run_id
 
