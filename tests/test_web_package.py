@@ -12,4 +12,4 @@ def test_wheel_ships_the_web_view_and_its_templates(wheel: Path) -> None:
     for template in ("base.html", "runs.html", "run.html", "error.html"):
         assert f"orchestrator/web/templates/{template}" in names
     assert "orchestrator/web/app.py" in names
-    assert "orchestrator/migrations/versions/0006_task_outcomes.py" in names
+    assert "orchestrator/migrations/versions/0008_task_outcomes.py" in names

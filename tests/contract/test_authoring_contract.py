@@ -224,6 +224,8 @@ def test_a_started_attempt_silent_past_its_heartbeat_timeout_times_out_once(
     # The attempt is no longer current: its heartbeats and its late outcome are refused.
     assert journal.record_heartbeat(beating.task_id) is None
     assert journal.mark_started(beating.task_id) is TaskStart.ENDED
+    # ... and the metrics count it as an attempt that timed out.
+    assert {(a.outcome, a.count) for a in journal.stats().attempts} == {("timed_out", 1)}
 
 
 def test_an_attempt_that_never_beats_times_out_from_its_start(

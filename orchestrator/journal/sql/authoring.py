@@ -20,6 +20,7 @@ from orchestrator.journal.authoring import (
     newest_published,
     run_timed_out_item,
 )
+from orchestrator.journal.insight import attempt_outcome
 from orchestrator.journal.protocol import Beat, Delivery, Published, RunRef, collect_dispatch
 from orchestrator.journal.sql.connection import SqlConnection
 from orchestrator.journal.sql.rows import (
@@ -58,7 +59,7 @@ FINISH_SILENT = (
         sa.not_(tasks.c.finished),
         tasks.c.heartbeat_deadline_at <= _now_param,
     )
-    .values(finished=True)
+    .values(finished=True, outcome=sa.bindparam("p_outcome"), finished_at=_now_param)
     .returning(tasks.c.task_id)
 )
 
@@ -206,12 +207,16 @@ class AuthoringQueries(SqlConnection):
             ).all()
             refs: list[RunRef] = []
             for task in silent:
-                params = {"p_task_id": task.task_id, "p_now": now}
-                if conn.execute(FINISH_SILENT, params).first() is None:
-                    continue  # it beat, or ended, since it was read
                 item = heartbeat_timed_out_item(
                     task.command_id, task.attempt, task.kind, task.task_name, task.heartbeat_timeout
                 )
+                params = {
+                    "p_task_id": task.task_id,
+                    "p_now": now,
+                    "p_outcome": attempt_outcome(item.type),
+                }
+                if conn.execute(FINISH_SILENT, params).first() is None:
+                    continue  # it beat, or ended, since it was read
                 collect_dispatch(refs, self._deliver_x(conn, task.run_id, item, None, now))
             return refs
 
