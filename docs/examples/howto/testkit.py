@@ -90,7 +90,8 @@ def test_a_subscription_cancelled_mid_period() -> None:
 
 
 # --8<-- [start:replay]
-HISTORIES = Path(__file__).parent / "histories"  # recorded with `continuum runs history --json`
+# Each the JSON of `continuum runs history RUN_ID --json`:
+HISTORIES = Path(__file__).parent / "histories"
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
