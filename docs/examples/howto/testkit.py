@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from orchestrator import Orchestrator, WorkflowContext
+from orchestrator import NonDeterminismError, Orchestrator, WorkflowContext
 from orchestrator.testing import WorkflowEnvironment, replay
 
 app = Celery("testkit")
@@ -100,3 +100,24 @@ def test_recorded_histories_still_replay(path: Path) -> None:
 
 
 # --8<-- [end:replay]
+
+
+def test_a_change_that_would_block_running_orders_fails_the_replay() -> None:
+    # The next version ships before it charges: the recorded order charged first.
+    changed_app = Celery("testkit_changed")
+    changed = Orchestrator(changed_app)
+    changed_app.task(name="testkit.charge")(fake_charge)
+    changed_app.task(name="testkit.ship")(ship.run)
+
+    @changed.workflow(name="order")
+    async def order_v1_changed(
+        ctx: WorkflowContext, order_id: str, amount: int, items: list[str]
+    ) -> Any:
+        if amount > APPROVAL_LIMIT and not await ctx.wait_signal("approve", timeout=86400):
+            return {"status": "refused"}
+        shipment = await ctx.activity("testkit.ship", order_id, items)
+        payment = await ctx.activity("testkit.charge", order_id, amount)
+        return {"status": "shipped", "payment": payment, "shipment": shipment}
+
+    with pytest.raises(NonDeterminismError, match=r"issued activity_scheduled testkit\.ship"):
+        replay(changed, (HISTORIES / "order-approved.json").read_text())
