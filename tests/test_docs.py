@@ -4,7 +4,9 @@ Every example is a file under ``docs/examples`` that a page includes with a snip
 (``--8<-- "file"``), so the page shows exactly the file tested here:
 
 - ``howto/*.py``: one module per page, its workflows and the tests that drive them, run by
-  pytest against a Celery worker and a dispatcher in the test process (``howto/conftest.py``);
+  pytest against a Celery worker and a dispatcher in the test process (``howto/conftest.py``:
+  on SQLite, or on a Postgres database of their own for the transactional start), or in the
+  test kit's ``WorkflowEnvironment`` (``howto/testkit.py``);
 - ``getting_started/``: the Getting started page's project, run as a reader would run it: its
   commands (``run.sh``) and its tests (``pytest`` in a folder holding only its files).
 

@@ -19,6 +19,8 @@ def install(app: Celery, orc: Host) -> None:
     sends them as a worker does)."""
 
     def on_prerun(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return  # another app's task: its own receiver enters or leaves
         attempt = attempt_of(sender, app)
         if attempt is None:
             heartbeat.leave()

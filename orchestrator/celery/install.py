@@ -46,9 +46,12 @@ def install(app: Celery, orc: Host) -> None:
             orc.publisher.run_kept()
 
     outcomes = Outcomes(app, orc)
-    task_success.connect(outcomes.on_success, weak=False)
-    task_failure.connect(outcomes.on_failure, weak=False)
-    task_retry.connect(outcomes.on_retry, weak=False)
-    task_postrun.connect(outcomes.on_postrun, weak=False)
+    # Celery tells receivers apart by their function, so the bound methods of two apps'
+    # Outcomes would be one receiver, and the second app's connect a no-op: name each.
+    uid = f"orchestrator.outcomes.{id(outcomes)}"
+    task_success.connect(outcomes.on_success, weak=False, dispatch_uid=f"{uid}.success")
+    task_failure.connect(outcomes.on_failure, weak=False, dispatch_uid=f"{uid}.failure")
+    task_retry.connect(outcomes.on_retry, weak=False, dispatch_uid=f"{uid}.retry")
+    task_postrun.connect(outcomes.on_postrun, weak=False, dispatch_uid=f"{uid}.postrun")
     app.steps["worker"].add(bootstep(orc, outcomes.before_start))
     heartbeats.install(app, orc)
