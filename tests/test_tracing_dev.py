@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,28 +56,7 @@ def test_tracing_is_off_without_a_tracer_provider() -> None:
     assert tracing.start_run("traced", "r1") is None
 
 
-def test_a_run_in_dev_is_one_trace() -> None:
-    """Runs the test below in a Python process of its own: the SDK's tracer provider and
-    Celery's instrumentation are process-wide, and so are the signal receivers and workers
-    that other tests' apps leave in this one."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{_ALONE}"],
-        env={**os.environ, _CHILD: "1"},
-        capture_output=True,
-        text=True,
-        timeout=110,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "1 passed" in done.stdout
-
-
-_CHILD = "CONTINUUM_TRACING_DEV_ALONE"
-_ALONE = "test_a_run_in_dev_is_one_trace_alone"
-
-
-@pytest.mark.skipif(not os.environ.get(_CHILD), reason="run by test_a_run_in_dev_is_one_trace")
-def test_a_run_in_dev_is_one_trace_alone(exporter: InMemorySpanExporter, tmp_path: Path) -> None:
+def test_a_run_in_dev_is_one_trace(exporter: InMemorySpanExporter, tmp_path: Path) -> None:
     lines: list[Any] = []
     code = dev.run(
         orc,
