@@ -222,7 +222,13 @@ def nobody_up(per_dispatcher: dict[str, list[Interval]]) -> list[Interval]:
     out = lists[0]
     for other in lists[1:]:
         out = intersect(out, other)
-    return out
+    merged: list[Interval] = []
+    for a, b in sorted(out):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 # -- limits ----------------------------------------------------------------------------------

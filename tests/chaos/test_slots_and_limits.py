@@ -75,6 +75,7 @@ def test_down_intervals_from_logs_faults_and_both_dispatchers() -> None:
     assert both == [(5.0, 7.0), (9.0, 10.0)]
     assert covered((5.5, 6.5), both) and not covered((6.5, 9.5), both)
     assert covered((1.0, 3.0), [(0.0, 2.0), (2.0, 4.0)])
+    assert nobody_up({"d1": [(0.0, 2.0), (1.0, 3.0)], "d2": [(0.0, 4.0)]}) == [(0.0, 3.0)]
 
 
 def test_the_most_runs_at_once() -> None:
