@@ -196,7 +196,26 @@ async def relay(ctx: WorkflowContext, generation: int) -> Any:
     return await ctx.wait_signal("go", timeout=SIGNAL_TIMEOUT)
 
 
+async def tick(ctx: WorkflowContext, seconds: float) -> int:
+    """What the schedules start: one activity."""
+    return int(await _act(ctx, add, 1, 1, seconds=seconds))
+
+
+async def limited(ctx: WorkflowContext, base: int, seconds: float) -> int:
+    """Runs under a concurrency limit: a quick step, then one that takes a while."""
+    first = await _act(ctx, add, base, 1)
+    return int(await _act(ctx, add, first, 1, seconds=seconds))
+
+
+async def keyed(ctx: WorkflowContext, customer: str, base: int, seconds: float) -> int:
+    """Runs limited per customer."""
+    return await limited(ctx, base, seconds)
+
+
 SAGA_STEPS = ("reserve", "charge", "ship")
+#: The concurrency limits of the limited workflows.
+LIMITED = 3
+KEYED = 1
 
 WORKFLOWS = {
     "chaos.seq": seq,
@@ -206,12 +225,19 @@ WORKFLOWS = {
     "chaos.saga": saga,
     "chaos.waiter": waiter,
     "chaos.relay": relay,
+    "chaos.tick": tick,
+    "chaos.limited": limited,
+    "chaos.keyed": keyed,
+}
+LIMITS: dict[str, dict[str, Any]] = {
+    "chaos.limited": {"concurrency": LIMITED},
+    "chaos.keyed": {"concurrency": KEYED, "concurrency_key": lambda customer, *_: customer},
 }
 
 
 def register(target: Orchestrator) -> Orchestrator:
     for name, fn in WORKFLOWS.items():
-        target.workflow(name=name)(fn)
+        target.workflow(name=name, **LIMITS.get(name, {}))(fn)
     return target
 
 

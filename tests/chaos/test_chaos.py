@@ -3,7 +3,10 @@ Redis and Postgres are killed, stopped and restarted under them.
 
 Every run must end with the result its shape computes, every history and every link between
 runs must hold (:mod:`tests.chaos.invariants_db`), and no activity may have run more often
-than the attempts journaled for it. ``CONTINUUM_CHAOS_RUNS`` (default 200) and
+than the attempts journaled for it. Two schedules fire through it all, and bursts of runs
+under concurrency limits (one per workflow, one per key) are started among the others: no slot
+may fire twice or be lost while a dispatcher could fire it, and no limit may be exceeded
+(:mod:`tests.chaos.slots_and_limits`). ``CONTINUUM_CHAOS_RUNS`` (default 200) and
 ``CONTINUUM_CHAOS_SEED`` (printed) choose the workload and the fault schedule.
 
     .venv/bin/pytest -m chaos tests/chaos -x -s
@@ -11,6 +14,7 @@ than the attempts journaled for it. ``CONTINUUM_CHAOS_RUNS`` (default 200) and
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -21,6 +25,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import pytest
@@ -36,6 +41,15 @@ from tests.chaos.invariants_db import (
     describe_run,
     read_executions,
     split_task_id,
+)
+from tests.chaos.slots_and_limits import (
+    SlotRun,
+    Timing,
+    check_slots,
+    failed_passes,
+    most_at_once,
+    nobody_up,
+    place_held,
 )
 
 pytestmark = pytest.mark.chaos
@@ -57,6 +71,14 @@ SHAPES = {
     "counter": 14,
     "relay": 14,
 }
+#: Schedules written when the chaos begins, paused when the faults are over: (every, overlap,
+#: seconds its activity takes). The slower one is still running at its next slot, often.
+SCHEDULES = {
+    "tick-allow": (2.0, "allow", 0.05),
+    "tick-skip": (1.0, "skip", 1.5),
+}
+#: Limited runs started in bursts of this many (a burst is more than the limit admits).
+BURST = 5
 KINDS = (
     "kill_worker_mid_activity",
     "kill_worker_mid_replay",
@@ -139,6 +161,24 @@ def plan_runs(rng: random.Random, n: int, window: float) -> list[Planned]:
             p = Planned(run_id, shape, [0], at, [(rng.choice([0.0, 0.3, 1.0, 3.0]), payload)])
             p.result = payload
         planned.append(p)
+    return planned
+
+
+def plan_limited(rng: random.Random, n: int, window: float) -> list[Planned]:
+    """``n`` runs of the workflow limited to :data:`chaosapp.LIMITED` at once and about half
+    as many limited to :data:`chaosapp.KEYED` per customer, started in bursts spread over the
+    window (numbered after the other runs)."""
+    planned = []
+    shapes = ["limited"] * n + ["keyed"] * max(4, n // 2)
+    bursts = math.ceil(len(shapes) / BURST)
+    for i, shape in enumerate(shapes):
+        run_id = f"c{SEED}-{RUNS + i:04d}-{shape}"
+        at = window * (i // BURST + 1) / (bursts + 1)
+        base, seconds = rng.randint(0, 100), rng.uniform(0.3, 0.9)
+        args: list[Any] = [base, seconds]
+        if shape == "keyed":
+            args.insert(0, rng.choice(["ann", "bob"]))
+        planned.append(Planned(run_id, shape, args, at, result=base + 2))
     return planned
 
 
@@ -450,10 +490,19 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     began = time.monotonic()
     rng = random.Random(SEED)
     planned = plan_runs(rng, RUNS, WINDOW)
+    planned += plan_limited(random.Random(SEED + 2), max(6, RUNS // 10), WINDOW)
     print(f"\nchaos: seed {SEED}, {RUNS} runs over {WINDOW:.0f}s, workdir {cluster.workdir}")
     print(f"  shapes: {dict(Counter(p.shape for p in planned))}")
+    first_slots = {
+        sid: retrying(
+            partial(cluster.orc.schedule, sid, "chaos.tick", seconds, every=every, overlap=overlap),
+            f"write schedule {sid}",
+        ).next_fire_at.timestamp()
+        for sid, (every, overlap, seconds) in SCHEDULES.items()
+    }
 
     t0 = time.monotonic()
+    epoch = time.time() - t0  # monotonic + epoch: the wall clock the journal keeps
     traffic = Traffic(cluster, planned, t0)
     injector = Injector(cluster, random.Random(SEED + 1), t0)
     traffic.start()
@@ -463,6 +512,10 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     assert not injector.is_alive(), "the fault injector did not finish"
     assert not traffic.is_alive(), "the runs were not all started and signalled"
     last_fault = max([t0] + [f.ended for f in injector.done if not f.skipped])
+    # Slots whose time to be fired is over before the pause must all be accounted for.
+    paused_at = time.time()
+    for sid in SCHEDULES:
+        retrying(partial(cluster.orc.pause_schedule, sid), f"pause {sid}")
 
     # Every run ends, within a deadline counted from the last fault.
     deadline = last_fault + RECOVERY_DEADLINE
@@ -484,6 +537,12 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
         stranded = None
 
     executions = read_executions(cluster.effects)
+    slot_runs = cluster.query(
+        "SELECT run_id, created_at, closed_at FROM runs WHERE workflow = 'chaos.tick'"
+    )
+    for row in slot_runs:
+        seconds = SCHEDULES[row.run_id.partition("@")[0]][2]
+        planned.append(Planned(row.run_id, "tick", [seconds], 0.0, result=2))
     report = check_runs(cluster.url, [p.run_id for p in planned], executions)
     stuck = [i for i in report.runs.values() if not i.status.terminal]
     wrong = {
@@ -496,6 +555,23 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     strays = sorted(all_runs - set(report.runs))
     lease_lost = sum(cluster.log_text(n).count("lease lost before commit") for n in ("w1", "w2"))
     by_kind = Counter(f.kind for f in injector.done if f.detail and not f.skipped)
+    down = dispatchers_down(cluster, injector.done, epoch)
+    slot_reports = [
+        check_slots(
+            sid,
+            Timing(every, 60.0, overlap),
+            first_slots[sid],
+            paused_at,
+            [
+                SlotRun(r.run_id, r.created_at, r.closed_at)
+                for r in slot_runs
+                if r.run_id.startswith(f"{sid}@")
+            ],
+            down,
+        )
+        for sid, (every, overlap, _) in SCHEDULES.items()
+    ]
+    limits = check_limits(planned, report)
     ended = time.monotonic()
 
     print(f"chaos figures (seed {SEED}):")
@@ -516,6 +592,14 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     )
     print(f"  messages left unacknowledged by killed workers: {stranded}")
     print(f"  executions run in place: {executions.in_place}")
+    print(
+        f"  no dispatcher up: {sum(b - a for a, b in down):.1f}s in {len(down)} intervals "
+        f"{[(round(a - epoch - t0, 1), round(b - a, 1)) for a, b in down]}"
+    )
+    for slots in slot_reports:
+        print(f"  schedule {slots.summary()}")
+    for line in limits.figures:
+        print(f"  limit {line}")
     for node in cluster.nodes.values():
         for crash in node.crashes:
             print(f"  supervisor restarted {node.name}: {crash}")
@@ -541,6 +625,8 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
     problems += killed
     problems += [f"{r}: in the journal but linked to no run started" for r in strays]
     problems += report.problems
+    problems += [p for slots in slot_reports for p in slots.problems]
+    problems += limits.problems
     if problems:
         shown_runs = list(wrong)[:2] + [i.run_id for i in stuck][:2]
         tips = [cluster.orc.journal.resolve_tip(r) for r in list(wrong)[:2]]
@@ -553,6 +639,58 @@ def test_workflows_survive_killed_stopped_and_restarted_processes_and_servers(
             + "\n".join(evidence),
             pytrace=False,
         )
+
+
+def dispatchers_down(
+    cluster: Cluster, faults: list[Fault], epoch: float
+) -> list[tuple[float, float]]:
+    """When no dispatcher could make a pass (wall clock): each dispatcher is down while it is
+    killed, while Postgres or Redis restarts, and while its log shows its passes failing and
+    backing off; the intervals all of them were down at once."""
+    per: dict[str, list[tuple[float, float]]] = {}
+    for name in ("d1", "d2"):
+        spans = failed_passes(cluster.log_text(name))
+        for f in faults:
+            hits = f.kind in ("restart_postgres", "restart_redis") or (
+                f.kind == "kill_dispatcher" and f.detail.startswith(name)
+            )
+            if hits and not f.skipped:
+                spans.append((f.began + epoch, f.ended + epoch))
+        per[name] = spans
+    return nobody_up(per)
+
+
+@dataclass
+class Limits:
+    problems: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+
+def check_limits(planned: list[Planned], report: Report) -> Limits:
+    """No more of a limited workflow's runs (per key) held a place at once than its limit."""
+    out = Limits()
+    groups: dict[str, list[tuple[float, float]]] = {}
+    limit_of = {}
+    for p in planned:
+        if p.shape not in ("limited", "keyed"):
+            continue
+        key = p.shape if p.shape == "limited" else f"keyed {p.args[0]}"
+        limit_of[key] = chaosapp.LIMITED if p.shape == "limited" else chaosapp.KEYED
+        span = place_held(report.histories.get(p.run_id, []))
+        if span is None:
+            out.problems.append(f"{p.run_id}: no activity outcome or no end in its history")
+            continue
+        groups.setdefault(key, []).append(span)
+    for key, spans in sorted(groups.items()):
+        peak, when = most_at_once(spans)
+        out.figures.append(
+            f"{key}: {len(spans)} runs, at most {peak} at once (limit {limit_of[key]})"
+        )
+        if peak > limit_of[key]:
+            out.problems.append(
+                f"{key}: {peak} runs held a place at once at {when:.3f}, limit {limit_of[key]}"
+            )
+    return out
 
 
 def summarise(problems: list[str], examples: int = 3) -> str:
