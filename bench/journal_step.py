@@ -25,7 +25,7 @@ from bench.cluster import Cluster
 from bench.plan import Sizes
 from bench.stats import Figures
 from orchestrator.client.runs import Client
-from orchestrator.journal.protocol import outcome_key
+from orchestrator.journal.inbox import outcome_key
 from orchestrator.journal.sql.journal import SqlJournal
 from orchestrator.model.events import EventType
 from orchestrator.model.records import InboxItem, OutboxTask

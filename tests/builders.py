@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.journal.protocol import outcome_key
+from orchestrator.journal.inbox import outcome_key
 from orchestrator.model.events import EventType
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, task_id_for
 

@@ -16,7 +16,8 @@ from celery.exceptions import Ignore, Retry
 
 from orchestrator.celery.headers import Attempt, attempt_of
 from orchestrator.celery.host import Host
-from orchestrator.journal.protocol import TaskStart, outcome_key
+from orchestrator.journal.inbox import outcome_key
+from orchestrator.journal.protocol import TaskStart
 from orchestrator.model import payloads
 from orchestrator.model.errors import PayloadError, describe_exception
 from orchestrator.model.events import EventType

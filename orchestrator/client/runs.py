@@ -10,7 +10,8 @@ import uuid
 from typing import Any
 
 from orchestrator.engine.registry import Registry, WorkflowDefinition
-from orchestrator.journal.protocol import Journal, RunRef, cancel_item
+from orchestrator.journal.inbox import cancel_item
+from orchestrator.journal.protocol import Journal, RunRef
 from orchestrator.model import limits, payloads
 from orchestrator.model.deadlines import WORKFLOW_TIMEOUT, check_timeout
 from orchestrator.model.errors import (

@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
-from orchestrator.journal.protocol import Published, timed_out_item
+from orchestrator.journal.inbox import timed_out_item
+from orchestrator.journal.protocol import Published
 from orchestrator.model import payloads
 from orchestrator.model.deadlines import RUN_TIMEOUT_KEY, WORKFLOW_TIMEOUT, heartbeat_timeout_error
 from orchestrator.model.events import EventType

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from orchestrator.journal.protocol import Journal, RunRef, TaskStart, outcome_key
+from orchestrator.journal.inbox import outcome_key
+from orchestrator.journal.protocol import Journal, RunRef, TaskStart
 from orchestrator.model import payloads
 from orchestrator.model.errors import PayloadError, describe_exception
 from orchestrator.model.events import EventType

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.journal.protocol import Batch, Beat, Journal, Published, TaskStart, outcome_key
+from orchestrator.journal.inbox import outcome_key
+from orchestrator.journal.protocol import Batch, Beat, Journal, Published, TaskStart
 from orchestrator.model.deadlines import HEARTBEAT_TIMEOUT, WORKFLOW_TIMEOUT
 from orchestrator.model.errors import PayloadError
 from orchestrator.model.events import EventType, NewEvent, RunStatus

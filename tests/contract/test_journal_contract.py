@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from orchestrator.journal.inbox import cancel_item, outcome_key, timer_key
 from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.journal.protocol import (
     Batch,
@@ -27,9 +28,6 @@ from orchestrator.journal.protocol import (
     Lease,
     RunRef,
     TaskStart,
-    cancel_item,
-    outcome_key,
-    timer_key,
 )
 from orchestrator.model.errors import LeaseLost, PayloadError
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus, timestamp

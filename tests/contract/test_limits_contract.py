@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.journal.protocol import Batch, Journal, cancel_item
+from orchestrator.journal.inbox import cancel_item
+from orchestrator.journal.protocol import Batch, Journal
 from orchestrator.model.events import EventType, NewEvent, RunStatus
 from orchestrator.model.limits import ConcurrencyLimit
 from tests.builders import new_run

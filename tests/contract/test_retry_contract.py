@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.journal.protocol import Batch, Journal, TaskStart, outcome_key
+from orchestrator.journal.inbox import outcome_key
+from orchestrator.journal.protocol import Batch, Journal, TaskStart
 from orchestrator.journal.retry import retry_run_id
 from orchestrator.model.errors import NotRetryable, UnknownRun
 from orchestrator.model.events import Event, EventType, NewEvent, RunStatus

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator.engine.context import WorkflowInfo
 from orchestrator.engine.replay import Decision, Replayer, WorkflowFn
-from orchestrator.journal.protocol import cancel_item, outcome_key, timer_key
+from orchestrator.journal.inbox import cancel_item, outcome_key, timer_key
 from orchestrator.model.events import Event, EventType, NewEvent
 from orchestrator.model.records import InboxItem
 

@@ -9,16 +9,9 @@ from typing import Any
 
 from orchestrator import WorkflowContext
 from orchestrator.engine.registry import Registry
+from orchestrator.journal.inbox import outcome_key
 from orchestrator.journal.memory.journal import InMemoryJournal
-from orchestrator.journal.protocol import (
-    Batch,
-    Claimed,
-    Committed,
-    Delivery,
-    Lease,
-    TaskStart,
-    outcome_key,
-)
+from orchestrator.journal.protocol import Batch, Claimed, Committed, Delivery, Lease, TaskStart
 from orchestrator.model.events import EventType, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, task_id_for
 from orchestrator.model.settings import Settings

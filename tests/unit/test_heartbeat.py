@@ -10,8 +10,9 @@ import pytest
 
 import orchestrator
 from orchestrator import ActivityCancelled, PayloadError
+from orchestrator.journal.inbox import cancel_item
 from orchestrator.journal.memory.journal import InMemoryJournal
-from orchestrator.journal.protocol import Batch, Beat, cancel_item
+from orchestrator.journal.protocol import Batch, Beat
 from orchestrator.model.events import EventType, NewEvent, RunStatus
 from orchestrator.model.records import OutboxTask
 from orchestrator.runtime import heartbeat

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from orchestrator.journal.inbox import cancel_item, child_outcome_item
 from orchestrator.journal.protocol import (
     INHERITED_BY_CONTINUATION,
     Batch,
@@ -23,8 +24,6 @@ from orchestrator.journal.protocol import (
     Committed,
     Lease,
     RunRef,
-    cancel_item,
-    child_outcome_item,
     collect_dispatch,
 )
 from orchestrator.journal.sql import admission

@@ -13,13 +13,8 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from orchestrator.journal.protocol import (
-    Delivery,
-    RunRef,
-    collect_dispatch,
-    timed_out_item,
-    timer_key,
-)
+from orchestrator.journal.inbox import timed_out_item, timer_key
+from orchestrator.journal.protocol import Delivery, RunRef, collect_dispatch
 from orchestrator.journal.sql import schema
 from orchestrator.journal.sql.connection import WAKEUP_CHANNEL, SqlConnection
 from orchestrator.journal.sql.rows import LEASE_FREE, nodes, outbox_task, runs, tasks, timers
