@@ -5,7 +5,8 @@ the app's own Celery tasks. Start with :class:`Orchestrator`.
 
 The package is layered, each layer a subpackage importing only those before it: ``model``,
 ``engine``, ``journal``, ``runtime``, ``celery`` (the integration), then the surfaces
-(``client``, ``cli``). The public names are importable from here.
+(``client``, then ``web`` and ``testing``, then ``cli``). The public names are importable
+from here.
 """
 
 from orchestrator.client.facade import Orchestrator, RunHandle
@@ -22,6 +23,7 @@ from orchestrator.model.errors import (
     OrchestratorError,
     PayloadError,
     RunClosed,
+    TransactionalStartError,
     UnknownRun,
     UnknownWorkflow,
     WorkflowFailed,
@@ -29,6 +31,7 @@ from orchestrator.model.errors import (
 )
 from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 from orchestrator.model.retry import RetryPolicy
+from orchestrator.model.schedules import ScheduleInfo, UnknownSchedule
 from orchestrator.runtime.heartbeat import ActivityInfo, activity_info, heartbeat
 
 __all__ = [
@@ -51,7 +54,10 @@ __all__ = [
     "RunHandle",
     "RunInfo",
     "RunStatus",
+    "ScheduleInfo",
+    "TransactionalStartError",
     "UnknownRun",
+    "UnknownSchedule",
     "UnknownWorkflow",
     "WorkflowContext",
     "WorkflowFailed",
