@@ -102,12 +102,14 @@ def duration(info: RunInfo, now: datetime) -> float | None:
 
 
 def error_line(info: RunInfo) -> str:
-    """A failed run's error in one line: its type and the first line of its message."""
+    """A failed run's error in one line: its type and the first line of its message, without
+    the ``run <id>:`` the message starts with (the line is shown beside the run's id)."""
     if not info.error:
         return ""
     message = str(info.error.get("message") or "").strip().splitlines()
+    first = message[0].removeprefix(f"run {info.run_id}: ") if message else ""
     kind = str(info.error.get("type") or "error").rsplit(".", 1)[-1]
-    return f"{kind}: {message[0] if message else ''}".strip()
+    return f"{kind}: {first}".strip()
 
 
 def run_links(info: RunInfo, history: list[Event]) -> list[tuple[str, str]]:

@@ -103,3 +103,20 @@ def test_durations_read_as_people_say_them() -> None:
         "2 h 10 m",
         "3 d 4 h",
     ]
+
+
+def test_a_failed_runs_error_line_names_the_cause_not_the_run_again() -> None:
+    from orchestrator.model.events import RunInfo, RunStatus
+    from orchestrator.web.runview import error_line
+
+    message = "run r-1: activity tasks.charge (command 2) failed on attempt 1: ValueError: no\nmore"
+    info = RunInfo(
+        run_id="r-1",
+        workflow="order",
+        version="1",
+        status=RunStatus.FAILED,
+        error={"type": "orchestrator.errors.ActivityFailed", "message": message},
+    )
+    assert error_line(info) == (
+        "ActivityFailed: activity tasks.charge (command 2) failed on attempt 1: ValueError: no"
+    )
