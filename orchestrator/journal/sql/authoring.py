@@ -27,6 +27,7 @@ from orchestrator.journal.sql.rows import (
     TERMINAL,
     events,
     inbox_row,
+    overdue_tasks,
     ref_of,
     run_row,
     runs,
@@ -189,26 +190,13 @@ class AuthoringQueries(SqlConnection):
     def expire_heartbeats(self, limit: int = 100) -> list[RunRef]:
         def body(conn: Connection) -> list[RunRef]:
             now = self._clock()
-            silent = conn.execute(
-                sa.select(
-                    tasks.c.task_id,
-                    tasks.c.run_id,
-                    tasks.c.command_id,
-                    tasks.c.attempt,
-                    tasks.c.kind,
-                    tasks.c.task_name,
-                    tasks.c.heartbeat_timeout,
-                )
-                .join(runs, runs.c.run_id == tasks.c.run_id)
-                .where(sa.not_(tasks.c.finished), tasks.c.heartbeat_deadline_at <= now)
-                .order_by(tasks.c.heartbeat_deadline_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=runs)
-            ).all()
+            silent = overdue_tasks(
+                tasks.c.heartbeat_deadline_at, tasks.c.heartbeat_timeout, now, limit
+            )
             refs: list[RunRef] = []
-            for task in silent:
+            for task in conn.execute(silent).all():
                 item = heartbeat_timed_out_item(
-                    task.command_id, task.attempt, task.kind, task.task_name, task.heartbeat_timeout
+                    task.command_id, task.attempt, task.kind, task.task_name, task.allowed
                 )
                 params = {
                     "p_task_id": task.task_id,

@@ -17,7 +17,15 @@ from orchestrator.journal.inbox import timed_out_item, timer_key
 from orchestrator.journal.protocol import Delivery, RunRef, collect_dispatch
 from orchestrator.journal.sql import schema
 from orchestrator.journal.sql.connection import WAKEUP_CHANNEL, SqlConnection
-from orchestrator.journal.sql.rows import LEASE_FREE, nodes, outbox_task, runs, tasks, timers
+from orchestrator.journal.sql.rows import (
+    LEASE_FREE,
+    nodes,
+    outbox_task,
+    overdue_tasks,
+    runs,
+    tasks,
+    timers,
+)
 from orchestrator.journal.sql.schedules import NEXT_SLOT
 from orchestrator.model.events import EventType, RunStatus
 from orchestrator.model.records import InboxItem, OutboxTask
@@ -61,26 +69,11 @@ class DispatcherQueries(SqlConnection):
     def expire_tasks(self, limit: int = 100) -> list[RunRef]:
         now = self._clock()
         with self._tx() as conn:
-            expired = conn.execute(
-                sa.select(
-                    tasks.c.task_id,
-                    tasks.c.run_id,
-                    tasks.c.command_id,
-                    tasks.c.attempt,
-                    tasks.c.kind,
-                    tasks.c.task_name,
-                    tasks.c.timeout_seconds,
-                )
-                .join(runs, runs.c.run_id == tasks.c.run_id)
-                .where(sa.not_(tasks.c.finished), tasks.c.deadline_at <= now)
-                .order_by(tasks.c.deadline_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=runs)
-            ).all()
+            overdue = overdue_tasks(tasks.c.deadline_at, tasks.c.timeout_seconds, now, limit)
             refs: list[RunRef] = []
-            for task in expired:
+            for task in conn.execute(overdue).all():
                 item = timed_out_item(
-                    task.command_id, task.attempt, task.kind, task.task_name, task.timeout_seconds
+                    task.command_id, task.attempt, task.kind, task.task_name, task.allowed
                 )
                 delivery = self._deliver_x(conn, task.run_id, item, task.task_id, now)
                 conn.execute(

@@ -539,3 +539,27 @@ def outbox_task(row: Row[Any], *, resent: bool = False) -> OutboxTask:
         resent=resent,
         heartbeat_timeout=row.heartbeat_timeout,
     )
+
+
+def overdue_tasks(
+    due_at: sa.Column[Any], allowed: sa.Column[Any], now: float, limit: int
+) -> sa.Select[Any]:
+    """Unfinished attempts whose ``due_at`` (start-to-close or heartbeat deadline) has passed,
+    soonest due first, with ``allowed`` (the timeout they outlived), their runs' rows locked;
+    rows another dispatcher holds are skipped."""
+    return (
+        sa.select(
+            tasks.c.task_id,
+            tasks.c.run_id,
+            tasks.c.command_id,
+            tasks.c.attempt,
+            tasks.c.kind,
+            tasks.c.task_name,
+            allowed.label("allowed"),
+        )
+        .join(runs, runs.c.run_id == tasks.c.run_id)
+        .where(sa.not_(tasks.c.finished), due_at <= now)
+        .order_by(due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=runs)
+    )
