@@ -14,7 +14,7 @@ from orchestrator.journal.authoring import (
     newest_published,
     run_timed_out_item,
 )
-from orchestrator.journal.memory.rows import RunRow, TaskRow
+from orchestrator.journal.memory.rows import RunRow, TaskRow, overdue
 from orchestrator.journal.protocol import Beat, Delivery, Published, RunRef, collect_dispatch
 from orchestrator.model import payloads
 from orchestrator.model.events import EventType
@@ -108,16 +108,9 @@ class AuthoringOps:
     def expire_heartbeats(self, limit: int = 100) -> list[RunRef]:
         with self._lock:
             now = self._clock()
-
-            def silent(task: TaskRow) -> bool:
-                due = task.heartbeat_deadline_at
-                return not task.finished and due is not None and due <= now
-
-            expired = sorted(
-                filter(silent, self._tasks.values()), key=lambda t: t.heartbeat_deadline_at or 0.0
-            )
+            silent = overdue(self._tasks.values(), lambda t: t.heartbeat_deadline_at, now, limit)
             refs: list[RunRef] = []
-            for task in expired[:limit]:
+            for task in silent:
                 spec = task.spec
                 item = heartbeat_timed_out_item(
                     spec.command_id, spec.attempt, spec.kind, spec.task_name, spec.heartbeat_timeout

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from orchestrator.journal.inbox import timed_out_item, timer_key
-from orchestrator.journal.memory.rows import ACTIVE, RunRow, TaskRow
+from orchestrator.journal.memory.rows import ACTIVE, RunRow, TaskRow, overdue
 from orchestrator.journal.protocol import Delivery, RunRef, collect_dispatch
 from orchestrator.model.events import EventType, RunStatus
 from orchestrator.model.records import InboxItem, OutboxTask
@@ -53,16 +53,8 @@ class MemoryDispatch:
     def expire_tasks(self, limit: int = 100) -> list[RunRef]:
         with self._lock:
             now = self._clock()
-            expired = sorted(
-                (
-                    t
-                    for t in self._tasks.values()
-                    if not t.finished and t.deadline_at is not None and t.deadline_at <= now
-                ),
-                key=lambda t: t.deadline_at or 0.0,
-            )
             refs: list[RunRef] = []
-            for task in expired[:limit]:
+            for task in overdue(self._tasks.values(), lambda t: t.deadline_at, now, limit):
                 spec = task.spec
                 item = timed_out_item(
                     spec.command_id, spec.attempt, spec.kind, spec.task_name, spec.timeout_seconds

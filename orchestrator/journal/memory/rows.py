@@ -7,6 +7,7 @@ not store is refused here too, and what a caller reads back is never the object 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from orchestrator.journal.protocol import RunRef
@@ -159,3 +160,12 @@ def task_row(task: OutboxTask, now: float) -> TaskRow:
         # A task due now is published by the committer right after the commit.
         published_at=now if task.available_at <= now else None,
     )
+
+
+def overdue(
+    rows: Iterable[TaskRow], due_at: Callable[[TaskRow], float | None], now: float, limit: int
+) -> list[TaskRow]:
+    """Unfinished attempts whose ``due_at`` (start-to-close or heartbeat deadline) has
+    passed, soonest due first, at most ``limit``."""
+    due = [(when, row) for row in rows if not row.finished and (when := due_at(row)) is not None]
+    return [row for when, row in sorted(due, key=lambda d: d[0]) if when <= now][:limit]
