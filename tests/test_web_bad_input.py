@@ -154,16 +154,17 @@ def test_a_good_signal_is_delivered_and_the_browser_sent_back(journal: InMemoryJ
     ]
 
 
-def test_retry_without_the_feature_answers_501(journal: InMemoryJournal) -> None:
+def test_retrying_a_run_that_has_not_failed_is_a_conflict_and_writes_nothing(
+    journal: InMemoryJournal,
+) -> None:
     client = _client(journal, read_only=False)
     client.get("/runs/r1")
-    orc = client.app.state.web.orc  # type: ignore[attr-defined]
-    if hasattr(orc, "retry"):
-        pytest.skip("this Orchestrator can retry runs")
     token = client.cookies.get("continuum_csrf")
     response = client.post("/runs/r1/retry", data={"csrf_token": token}, follow_redirects=False)
-    assert response.status_code == 501
-    assert "not available" in response.text
+    assert response.status_code == 409
+    assert "only a failed run can be retried" in response.text
+    assert [r.run_id for r in journal.list_runs()] == ["r1"]
+    assert journal.describe("r1").retried_to_run_id is None  # type: ignore[union-attr]
 
 
 def test_mounted_under_a_prefix_every_link_and_redirect_keeps_it(

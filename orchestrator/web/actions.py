@@ -15,7 +15,13 @@ from urllib.parse import parse_qs, quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from orchestrator.model.errors import OrchestratorError, PayloadError, RunClosed, UnknownRun
+from orchestrator.model.errors import (
+    NotRetryable,
+    OrchestratorError,
+    PayloadError,
+    RunClosed,
+    UnknownRun,
+)
 from orchestrator.model.ids import check_run_id
 from orchestrator.web import csrf
 from orchestrator.web.runview import BadRequest
@@ -70,7 +76,7 @@ def _back(request: Request, run_id: str, done: str) -> Response:
 
 def _refuse(exc: Exception) -> BadRequest:
     """What the orchestrator refused, as the HTTP answer saying why."""
-    if isinstance(exc, RunClosed):
+    if isinstance(exc, RunClosed | NotRetryable):
         return BadRequest(str(exc), 409)
     if isinstance(exc, PayloadError):  # a JSON value read from a form: too large to journal
         return BadRequest(str(exc), 413)
@@ -109,11 +115,8 @@ async def cancel(request: Request) -> Response:
 async def retry(request: Request) -> Response:
     """``POST /runs/{run_id}/retry``: run a failed run again from its failed step."""
     run_id, _ = await _form(request)
-    orc = state_of(request).orc
-    if not hasattr(orc, "retry"):
-        raise BadRequest("retrying a run is not available in this version of Continuum", 501)
     try:
-        handle = orc.retry(run_id)
+        handle = state_of(request).orc.retry(run_id)
     except (OrchestratorError, ValueError, TypeError) as exc:
         raise _refuse(exc) from None
-    return _back(request, getattr(handle, "run_id", run_id), "retry started")
+    return _back(request, handle.run_id, "retry started")

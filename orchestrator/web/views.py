@@ -121,7 +121,6 @@ async def run_page(request: Request) -> Response:
         chart=timeline.build(history, now),
         events=events,
         notice=request.query_params.get("done"),
-        can_retry=hasattr(web.orc, "retry"),
     )
 
 
