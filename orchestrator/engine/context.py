@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.engine import decisions
-from orchestrator.model import payloads
+from orchestrator.engine.registry import WorkflowDefinition
+from orchestrator.model import limits, payloads
 from orchestrator.model.deadlines import check_timeout
 from orchestrator.model.errors import OrchestratorError
 from orchestrator.model.events import timestamp
@@ -128,7 +129,7 @@ class Engine(Protocol):
 
     def continue_as_new(self, args: list[Any]) -> Future[Any]: ...
 
-    def resolve_workflow(self, workflow: Any, version: str | None) -> tuple[str, str]: ...
+    def resolve_workflow(self, workflow: Any, version: str | None) -> WorkflowDefinition: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,13 +237,20 @@ class WorkflowContext:
 
         ``parent_close_policy`` is what happens to the child if this run ends or is cancelled
         first: ``"cancel"`` (default) or ``"abandon"``. A failed child raises
-        :class:`~orchestrator.ChildFailed` at the await.
+        :class:`~orchestrator.ChildFailed` at the await. A child of a workflow with a
+        concurrency limit waits ``queued`` for its place as any run of it does; its key
+        function runs here, so a key that raises fails this call, as a bad argument does.
         """
         if parent_close_policy not in ("cancel", "abandon"):
             raise ValueError(
                 f"parent_close_policy must be 'cancel' or 'abandon', not {parent_close_policy!r}"
             )
-        name, child_version = self._engine.resolve_workflow(workflow, version)
+        definition = self._engine.resolve_workflow(workflow, version)
+        name = definition.name
+        child_args = payloads.roundtrip(
+            list(args), f"arguments of child workflow {name}", self._engine.max_payload_bytes
+        )
+        limited = limits.run_fields(definition.limit, child_args)
         command_id = self._engine.next_command_id()
         if run_id is None:
             run_id = uuid.uuid5(
@@ -253,12 +261,11 @@ class WorkflowContext:
         command = decisions.StartChild(
             command_id=command_id,
             workflow=name,
-            version=child_version,
-            args=payloads.roundtrip(
-                list(args), f"arguments of child workflow {name}", self._engine.max_payload_bytes
-            ),
+            version=definition.version,
+            args=child_args,
             child_run_id=run_id,
             parent_close_policy=parent_close_policy,
+            **limited,
         )
         handle = ChildHandle(f"child {name} {run_id} (command {command_id})", run_id)
         self._engine.issue(command, handle)

@@ -155,6 +155,10 @@ class StartChild(Command):
     args: list[Any]
     child_run_id: str
     parent_close_policy: str = "cancel"
+    #: The child's place under its workflow's concurrency limit (see
+    #: :mod:`orchestrator.model.limits`); not journaled, as the key is the arguments' function.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     def data(self) -> dict[str, Any]:
         return {
@@ -181,6 +185,8 @@ class StartChild(Command):
             parent_run_id=parent_run_id,
             parent_command_id=self.command_id,
             parent_close_policy=self.parent_close_policy,
+            concurrency_key=self.concurrency_key,
+            concurrency_limit=self.concurrency_limit,
         )
 
 

@@ -107,15 +107,11 @@ def replay(registry: Registry, settings: Settings, history: Any) -> None:
         continued_from_run_id=None,
     )
 
-    def resolve(workflow: Any, child_version: str | None) -> tuple[str, str]:
-        child = registry.resolve(workflow, child_version)
-        return child.name, child.version
-
     replayer = Replayer(
         definition.fn,
         info,
         default_retry=settings.default_retry,
         max_payload_bytes=settings.max_payload_bytes,
-        resolve_workflow=resolve,
+        resolve_workflow=registry.resolve,
     )
     replayer.feed(events)

@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestrator.engine import decisions
 from orchestrator.engine.context import Future, WorkflowContext, WorkflowInfo
+from orchestrator.engine.registry import WorkflowDefinition
 from orchestrator.model import payloads
 from orchestrator.model.errors import (
     ActivityFailed,
@@ -36,7 +37,7 @@ from orchestrator.model.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 WorkflowFn = Callable[..., Coroutine[Any, Any, Any]]
-ResolveWorkflow = Callable[[Any, "str | None"], "tuple[str, str]"]
+ResolveWorkflow = Callable[[Any, "str | None"], WorkflowDefinition]
 
 
 @dataclass
@@ -236,12 +237,10 @@ class Replayer:
             )
         return Future("continue as new")
 
-    def resolve_workflow(self, workflow: Any, version: str | None) -> tuple[str, str]:
-        if self._resolve_workflow is not None:
-            return self._resolve_workflow(workflow, version)
-        if isinstance(workflow, str) and version is not None:
-            return workflow, version
-        raise UnknownWorkflow(str(workflow), version)
+    def resolve_workflow(self, workflow: Any, version: str | None) -> WorkflowDefinition:
+        if self._resolve_workflow is None:
+            raise UnknownWorkflow(str(workflow), version)
+        return self._resolve_workflow(workflow, version)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
         future: Future[Any] = Future(getattr(coro, "__qualname__", "coroutine"))

@@ -3,8 +3,11 @@
 A limited run carries its key and its limit from the start (``NewRun.concurrency_key`` and
 ``concurrency_limit``); the journal holds it back in status ``queued`` while the key has that
 many runs open, and admits the oldest waiting run when one of them ends, in the transaction
-that ends it. The key is the workflow's name with the value of ``concurrency_key(*args)``,
-so two workflows never share a limit.
+that ends it. Start order is the order of ``created_at``; children a step starts at one
+instant go in the order the parent started them (their ``parent_command_id``). The key is
+the workflow's name with the value of ``concurrency_key(*args)``, so two workflows never
+share a limit. A child's key and limit are set where the parent starts it
+(:meth:`~orchestrator.engine.context.WorkflowContext.start_child`).
 """
 
 from __future__ import annotations
@@ -111,8 +114,8 @@ def delivered_status(status: RunStatus, item_type: EventType) -> RunStatus:
 
 def cancels_queued(status: RunStatus, item_type: EventType) -> bool:
     """Whether the item is the cancellation of a queued run, which the journal ends at once,
-    ``cancelled``, none of its code run (a queued run is never a child: it has no parent to
-    tell)."""
+    ``cancelled``, none of its code run (a queued child's parent is told, as of any child's
+    end)."""
     return status is RunStatus.QUEUED and item_type == EventType.CANCEL_REQUESTED
 
 

@@ -17,7 +17,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from orchestrator.engine.context import WorkflowInfo
 from orchestrator.engine.registry import Registry
@@ -251,12 +250,8 @@ class Driver:
             info,
             default_retry=self.settings.default_retry,
             max_payload_bytes=self.settings.max_payload_bytes,
-            resolve_workflow=self._resolve_child,
+            resolve_workflow=self.registry.resolve,
         )
-
-    def _resolve_child(self, workflow: Any, version: str | None) -> tuple[str, str]:
-        definition = self.registry.resolve(workflow, version)
-        return definition.name, definition.version
 
 
 @dataclass

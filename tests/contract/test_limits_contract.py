@@ -147,3 +147,53 @@ def test_a_queued_run_takes_signals_and_its_cancellation_ends_it_at_once(
     assert status(journal, "a") is RunStatus.RUNNABLE
     start(journal, clock, "c", limit=1)
     assert end(journal, "a") == ["c"]  # the cancelled run held no place
+
+
+def test_children_of_one_step_queue_in_the_order_they_were_started(
+    journal: Journal, clock: FakeClock
+) -> None:
+    clock.advance(1)
+    assert journal.create_run(new_run("p"))
+    # Run ids that sort against the order the parent started them in.
+    kids = [
+        new_run(
+            f"k{9 - n}",
+            parent_run_id="p",
+            parent_command_id=n + 1,
+            concurrency_key=KEY,
+            concurrency_limit=1,
+        )
+        for n in range(4)
+    ]
+    journal.commit(claim(journal, "p").lease, Batch(children=kids), release=True)
+    assert [status(journal, k.run_id) for k in kids] == [RunStatus.RUNNABLE] + [
+        RunStatus.QUEUED
+    ] * 3
+
+    assert end(journal, "k9") == ["k8"]
+    assert end(journal, "k8") == ["k7"]
+    assert end(journal, "k7") == ["k6"]
+
+
+def test_a_queued_childs_cancellation_reaches_its_parent(
+    journal: Journal, clock: FakeClock
+) -> None:
+    start(journal, clock, "other", limit=1)
+    clock.advance(1)
+    assert journal.create_run(new_run("p"))
+    child = new_run(
+        "kid", parent_run_id="p", parent_command_id=3, concurrency_key=KEY, concurrency_limit=1
+    )
+    waiting = Batch(children=[child], status=RunStatus.SUSPENDED)
+    journal.commit(claim(journal, "p").lease, waiting, release=True)
+    assert status(journal, "kid") is RunStatus.QUEUED
+
+    delivery = journal.deliver("kid", cancel_item("not needed"))
+
+    assert delivery.accepted and delivery.dispatch is not None
+    assert delivery.dispatch.run_id == "p"
+    assert status(journal, "kid") is RunStatus.CANCELLED
+    inbox = claim(journal, "p").inbox
+    assert [(i.type, i.command_id, i.data.get("reason")) for i in inbox] == [
+        (EventType.CHILD_CANCELLED, 3, "not needed")
+    ]

@@ -163,6 +163,21 @@ def test_a_workflow_limited_to_three_never_runs_more_at_once(cluster: Cluster) -
     assert all(cluster.executions(run_id) == 1 for run_id in ids)
 
 
+def test_children_of_a_limited_workflow_never_run_more_than_its_limit(cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex[:8]
+    parent = cluster.orc.start("limited_children", f"kid-{tag}", 8, 0.3).run_id
+
+    assert cluster.orc.result(parent, timeout=60) == [f"kid-{tag}-{i} done" for i in range(8)]
+    kids = [
+        e.data["child_run_id"]
+        for e in cluster.orc.history(parent)
+        if e.type == EventType.CHILD_STARTED
+    ]
+    assert len(kids) == 8
+    assert most_at_once([open_intervals(cluster.orc.history(kid)) for kid in kids]) == 3
+    assert all(cluster.executions(f"kid-{tag}-{i}") == 1 for i in range(8))
+
+
 def test_a_per_key_limit_lets_different_keys_run_side_by_side(cluster: Cluster) -> None:
     tag = uuid.uuid4().hex[:8]
     starts = [(customer, n) for n in range(2) for customer in ("ann", "bob")]

@@ -330,6 +330,13 @@ async def limited_by_key(ctx: WorkflowContext, customer: str, key: str, seconds:
     return await ctx.activity(slow, key, seconds)
 
 
+@orc.workflow(name="limited_children")
+async def limited_children(ctx: WorkflowContext, tag: str, n: int, seconds: float) -> list[str]:
+    """Starts ``n`` children of ``limited``, which its limit of 3 holds back."""
+    kids = [ctx.start_child(limited, f"{tag}-{i}", seconds) for i in range(n)]
+    return list(await ctx.gather(*kids))
+
+
 # -- authoring: queries, signal-with-start, execution timeouts, heartbeats ------------------
 @orc.workflow(name="publishing")
 async def publishing(ctx: WorkflowContext, n: int) -> int:

@@ -29,7 +29,7 @@ def admit(rows: Iterable[RunRow], key: str, now: float) -> list[RunRef]:
     open_runs = sum(1 for row in mine if row.status in limits.OPEN)
     queued = sorted(
         (row for row in mine if row.status is RunStatus.QUEUED),
-        key=lambda row: (row.created_at, row.new.run_id),
+        key=lambda row: (row.created_at, row.new.parent_command_id or 0, row.new.run_id),
     )
     refs: list[RunRef] = []
     for row in queued:

@@ -313,10 +313,16 @@ class InMemoryJournal(MemoryDispatch, MemorySchedules, AuthoringOps, MemoryInsig
         if cancels or ended:
             reason = batch.reason if status.terminal else cancels[0].data.get("reason")
             refs += self._cancel_children(run, None if reason is None else str(reason), now)
-        if ended and run.new.parent_run_id is not None:
-            item = child_outcome_item(run.info(), status)
-            collect_dispatch(refs, self._deliver(run.new.parent_run_id, item, None, now))
+        if ended:
+            collect_dispatch(refs, self._tell_parent(run, status, now))
         return refs
+
+    def _tell_parent(self, run: RunRow, status: RunStatus, now: float) -> Delivery:
+        """Deliver ``run``'s end to its parent, if it has one."""
+        if run.new.parent_run_id is None:
+            return Delivery(accepted=True)
+        item = child_outcome_item(run.info(), status)
+        return self._deliver(run.new.parent_run_id, item, None, now)
 
     def _leased(self, lease: Lease) -> RunRow:
         run = self._runs.get(lease.run_id)
@@ -398,7 +404,8 @@ class InMemoryJournal(MemoryDispatch, MemorySchedules, AuthoringOps, MemoryInsig
         if cancels_queued(run.status, item.type):
             admission.cancel_queued(run, item.data.get("reason"), now)
             self._closed.notify_all()
-            return Delivery(accepted=True)
+            told = self._tell_parent(run, RunStatus.CANCELLED, now)
+            return Delivery(accepted=True, dispatch=told.dispatch)
         task = self._tasks.get(task_id) if task_id is not None else None
         if task_id is not None and (task is None or task.finished or task.spec.run_id != run_id):
             return Delivery(accepted=False)  # not an attempt this run is waiting for

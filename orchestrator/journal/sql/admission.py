@@ -33,7 +33,7 @@ OPEN_RUNS = sa.select(sa.func.count()).where(
 OLDEST_QUEUED = (
     sa.select(runs.c.run_id, runs.c.concurrency_limit)
     .where(runs.c.concurrency_key == _key, runs.c.status == RunStatus.QUEUED.value)
-    .order_by(runs.c.created_at, runs.c.run_id)
+    .order_by(runs.c.created_at, runs.c.parent_command_id.nulls_first(), runs.c.run_id)
     .limit(_BATCH)
 )
 LAST_SEQ = sa.select(runs.c.last_seq).where(runs.c.run_id == sa.bindparam("p_run_id"))
@@ -75,10 +75,11 @@ def inherit_x(conn: Connection, run_id: str, continuation: NewRun) -> NewRun:
     )
 
 
-def cancel_queued_x(conn: Connection, run_id: str, reason: Any, now: float) -> None:
+def cancel_queued_x(conn: Connection, run_id: str, reason: Any, now: float) -> Any:
     """End a queued run ``cancelled`` at once (see
     :func:`~orchestrator.model.limits.cancels_queued`): its cancellation and end appended to
-    its history. Its leftovers and waiters are the caller's (the journal's ``_close_x``)."""
+    its history; its row as it ended is returned. Its leftovers, waiters and parent are the
+    caller's (the journal's ``_close_x`` and ``_tell_parent_x``)."""
     last_seq = int(conn.execute(LAST_SEQ, {"p_run_id": run_id}).scalar_one())
     conn.execute(
         schema.events.insert(),
@@ -95,7 +96,7 @@ def cancel_queued_x(conn: Connection, run_id: str, reason: Any, now: float) -> N
             for n, event in enumerate(limits.queued_cancellation(reason), 1)
         ],
     )
-    conn.execute(
+    return conn.execute(
         runs.update()
         .where(runs.c.run_id == run_id)
         .values(
@@ -106,4 +107,5 @@ def cancel_queued_x(conn: Connection, run_id: str, reason: Any, now: float) -> N
             updated_at=now,
             dispatched_at=None,
         )
-    )
+        .returning(*runs.c)
+    ).one()

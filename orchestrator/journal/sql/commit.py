@@ -22,6 +22,7 @@ from orchestrator.journal.protocol import (
     Batch,
     Claimed,
     Committed,
+    Delivery,
     Lease,
     RunRef,
     collect_dispatch,
@@ -201,13 +202,20 @@ class StepCommits(DispatcherQueries):
         if cancelled or (status.terminal and status is not RunStatus.CONTINUED):
             reason = batch.reason if status.terminal else _cancel_reason(batch)
             dispatch += self._cancel_children_x(conn, lease.run_id, reason, now, children)
-        if status.terminal and status is not RunStatus.CONTINUED and ended.parent_run_id:
-            info = run_info(ended)
-            item = child_outcome_item(info, status)
-            collect_dispatch(dispatch, self._deliver_x(conn, ended.parent_run_id, item, None, now))
+        if status.terminal and status is not RunStatus.CONTINUED:
+            collect_dispatch(dispatch, self._tell_parent_x(conn, ended, status, now))
         if batch.timers or any(t.available_at > now for t in batch.tasks):
             self._notify(conn, WAKEUP_CHANNEL)
         return Committed(last_seq=seq, pending_inbox=pending, dispatch=dispatch)
+
+    def _tell_parent_x(
+        self, conn: Connection, ended: Any, status: RunStatus, now: float
+    ) -> Delivery:
+        """Deliver the end of the run whose row is ``ended`` to its parent, if it has one."""
+        if ended.parent_run_id is None:
+            return Delivery(accepted=True)
+        item = child_outcome_item(run_info(ended), status)
+        return self._deliver_x(conn, ended.parent_run_id, item, None, now)
 
     def _cancel_children_x(
         self,

@@ -447,9 +447,10 @@ class SqlJournal(
         if row is None or row.status in TERMINAL:
             return Delivery(accepted=False)
         if cancels_queued(RunStatus(row.status), item.type):
-            admission.cancel_queued_x(conn, run_id, item.data.get("reason"), now)
+            ended = admission.cancel_queued_x(conn, run_id, item.data.get("reason"), now)
             self._close_x(conn, run_id)
-            return Delivery(accepted=True)
+            told = self._tell_parent_x(conn, ended, RunStatus.CANCELLED, now)
+            return Delivery(accepted=True, dispatch=told.dispatch)
         if task_id is not None:
             # The attempt's outcome and the task's end are one: its dedupe key is the task's.
             params = finish_params(task_id, run_id, item.type, now)
