@@ -121,7 +121,7 @@ class RetentionQueries(SqlConnection):
         self, conn: Connection, tips: Sequence[Member], closed_before: float
     ) -> list[Family]:
         # A tip that continues nothing is its chain's only run: no need to read its chain.
-        alone = {t.correlation_id: t for t in tips if t.run_id in self._first_links(tips)}
+        alone = {t.correlation_id: t for t in tips if t.run_id == t.correlation_id}
 
         def chains(ids: list[str]) -> list[Member]:
             found = [alone[i] for i in ids if i in alone]
@@ -140,11 +140,6 @@ class RetentionQueries(SqlConnection):
         if not tips:
             return []
         return gather(tips, chains=chains, children=children, closed_before=closed_before)
-
-    @staticmethod
-    def _first_links(tips: Sequence[Member]) -> set[str]:
-        """Tips that are their chain's root (nothing continued into them)."""
-        return {t.run_id for t in tips if t.run_id == t.correlation_id}
 
     def _among(self, column: sa.Column[Any], ids: list[str]) -> sa.ColumnElement[bool]:
         """``column`` is one of ``ids``: an array parameter on Postgres, IN on SQLite."""
