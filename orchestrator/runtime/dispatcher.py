@@ -4,7 +4,8 @@ Each pass fires due timers, times out activities past their deadline, dispatches
 need a replay and have none in flight (or whose lease expired), and re-publishes outbox tasks
 that were never confirmed or never started. Every step takes rows with ``SKIP LOCKED``, so
 several dispatchers run side by side safely. Between passes it sleeps until the next due
-timer, a notification from the journal, or ``poll_interval``. Due schedules are fired in
+timer, a notification from the journal, retention's next look (see
+:mod:`orchestrator.runtime.retention`), or ``poll_interval``. Due schedules are fired in
 the same pass, as timers are.
 """
 
@@ -93,7 +94,8 @@ class Dispatcher:
             wakeup = self.journal.next_wakeup()
         except Exception:
             wakeup = None
-        if wakeup is not None:
-            timeout = max(0.0, min(timeout, wakeup - self._clock()))
+        looks = [w for w in (wakeup, self.retention.next_look) if w is not None]
+        if looks:
+            timeout = max(0.0, min(timeout, min(looks) - self._clock()))
         if timeout > 0:
             self._wait(timeout)

@@ -51,6 +51,12 @@ class Retention:
         self._timer = timer
         self._next = 0.0
 
+    @property
+    def next_look(self) -> float | None:
+        """When the next look is due (clock time), so that a dispatcher with nothing else
+        to do wakes for it; ``None`` without retention."""
+        return None if self.retention is None else self._next
+
     def tick(self) -> int:
         """Prune for up to :data:`BUDGET` seconds if a look is due; runs deleted."""
         if self.retention is None:

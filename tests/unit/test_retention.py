@@ -3,6 +3,7 @@ it on, and the durations the CLI reads."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -97,6 +98,42 @@ def test_the_batch_adapts_and_pruning_rests_as_long_as_it_worked(clock: FakeCloc
     clock.advance(0.5)
     assert slow.tick() == 10
     assert len(journal.list_runs(limit=100)) == 30
+
+
+def test_a_dispatcher_with_runs_left_to_prune_wakes_for_its_next_look(clock: FakeClock) -> None:
+    journal = InMemoryJournal(clock=clock)
+    for i in range(40):
+        finished(journal, f"r{i}")
+    clock.advance(10)
+    elapsed = [0.0]
+
+    def timer() -> float:  # each look spends 0.45 s on one prune of 10, then rests as long
+        elapsed[0] += 0.15
+        return elapsed[0]
+
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def wait(timeout: float) -> None:
+        waits.append(round(timeout, 6))
+        clock.advance(timeout)
+        if not journal.list_runs(limit=1) and timeout == 1.0:
+            stop.set()
+
+    passes = Dispatcher(
+        journal,
+        RecordingPublisher(),
+        Settings(retention=5, poll_interval=1.0),
+        clock=clock,
+        wait=wait,
+    )
+    passes.retention = retention.Retention(journal, 5, clock=clock, timer=timer)
+    passes.retention.batch = 10
+    passes.run(stop)
+
+    # Woken for each next look while runs are left (not after the poll interval), then
+    # back to the poll interval once none is.
+    assert waits == [0.45] * 4 + [1.0]
 
 
 @pytest.mark.parametrize("value", [-1, -0.5, float("nan"), "7d", True])
