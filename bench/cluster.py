@@ -144,6 +144,11 @@ class Cluster:
         self._created = True
         migrate.upgrade(self.url)
         self._db = psycopg.connect(self.url)
+        self.start_processes(label)
+
+    def start_processes(self, label: str) -> None:
+        """Start a worker and a dispatcher on the database as it is (see :meth:`fresh`)."""
+        self.stop_processes()
         self.worker = Process(
             "worker",
             [

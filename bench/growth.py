@@ -5,9 +5,13 @@ finished runs (ten events and four finished outbox tasks each, their family clos
 a month ago) were bulk-loaded into it: the ``step`` figure (what one activity step costs the
 journal, in this process; see :mod:`bench.journal_step`), the runs list's first page with and
 without a status or workflow filter, ``describe`` and ``history`` of one run, and one
-dispatcher pass. Then prune throughput: runs deleted per second by ``Journal.prune`` alone,
-and while the ``step`` loop runs beside it (pruning paced as a dispatcher's retention paces
-it, in a process of its own).
+dispatcher pass; and the ``w10`` workflows per second end to end (a real worker and
+dispatcher, see :mod:`bench.throughput`). Then prune throughput: runs deleted per second by
+``Journal.prune`` alone, and by a dispatcher applying retention (in a process of its own,
+paced as :mod:`orchestrator.runtime.retention` paces it) while the ``step`` loop, then a
+``w10`` repetition end to end, runs beside it; the W10 figure alone is the mean of the
+repetitions just before and just after, so that drift on the machine is not counted as
+the pruning's cost.
 
 The rows are loaded by ``INSERT ... SELECT`` over ``generate_series``, with the tables'
 indexes dropped and built again afterwards, then vacuumed and analysed, as a bulk load is
@@ -34,15 +38,15 @@ from typing import Any
 import psycopg
 from sqlalchemy import event
 
-from bench import journal_step
+from bench import journal_step, throughput
 from bench.cluster import ROOT, Cluster
 from bench.plan import Sizes
 from bench.stats import Figures, ratio
 from orchestrator.journal.sql.journal import SqlJournal
 from orchestrator.model.events import RunStatus
+from orchestrator.model.settings import Settings
 from orchestrator.runtime.dispatcher import Dispatcher
 from orchestrator.runtime.publisher import RecordingPublisher
-from orchestrator.runtime.retention import Retention
 
 NAMES = ("growth",)
 #: Timed calls of each read, on distinct runs where the read takes one.
@@ -57,8 +61,9 @@ Read = Callable[[SqlJournal], object]
 
 
 def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
-    cluster.stop_processes()
     figures = Figures()
+    w10_empty = _w10(cluster, sizes, 0)
+    cluster.stop_processes()
     step_sizes = replace(sizes, repeats=max(1, sizes.repeats))
     empty = _measure(cluster, step_sizes, "e-")
     began = time.perf_counter()
@@ -81,7 +86,25 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     figures.add(
         "step throughput lost to prune beside it", "%", 100 * (1 - step_alone / step_beside)
     )
+    cluster.start_processes("growth-full")
+    w10_full = _w10(cluster, sizes, 1)
+    figures.add("empty: W10 end to end", "wf/s", w10_empty)
+    figures.add(f"{n} runs: W10 end to end", "wf/s", w10_full)
+    figures.add(f"ratio {n} runs / empty: W10 end to end", "x", ratio(w10_full, w10_empty))
+    pruned, w10_beside = _beside(cluster, lambda: _w10(cluster, sizes, 2))
+    w10_after = _w10(cluster, sizes, 3)
+    w10_alone = (w10_full + w10_after) / 2
+    figures.add("prune beside W10 end to end", "runs/s", pruned)
+    figures.add("W10 end to end with prune beside it", "wf/s", w10_beside)
+    figures.add("W10 throughput lost to prune beside it", "%", 100 * (1 - w10_beside / w10_alone))
     return {"growth": figures}
+
+
+def _w10(cluster: Cluster, sizes: Sizes, rep: int) -> float:
+    """Workflows per second of one W10 repetition, end to end (see :mod:`bench.throughput`)."""
+    found = throughput.workflows(cluster, sizes, 100 + rep, settle=False)["throughput"]
+    print(f"  growth: W10 end to end {found:.1f} wf/s", file=sys.stderr)
+    return float(found)
 
 
 def _measure(cluster: Cluster, sizes: Sizes, prefix: str) -> dict[str, tuple[str, float]]:
@@ -262,9 +285,20 @@ def _prune_rate(url: str, seconds: float, stop: threading.Event | None = None) -
 
 
 def _prune_beside_steps(cluster: Cluster, sizes: Sizes) -> tuple[float, float]:
-    """Prune in a process of its own while the ``step`` loop runs here: (runs/s pruned,
-    step wall time in ms)."""
-    seconds = 600.0  # stopped when the steps are done
+    """The ``step`` loop here with a pruning dispatcher beside it: (runs/s pruned, step wall
+    time in ms)."""
+
+    def steps() -> float:
+        step = journal_step.run(cluster, sizes, {"step"}, prefix="p-")["step"].items
+        return step["wall time per step"].median
+
+    return _beside(cluster, steps)
+
+
+def _beside(cluster: Cluster, load: Callable[[], float]) -> tuple[float, float]:
+    """Run ``load`` while a dispatcher applying retention runs in a process of its own:
+    (runs/s it pruned, what ``load`` returned)."""
+    seconds = 600.0  # stopped when the load is done
     pruner = subprocess.Popen(
         [sys.executable, "-m", "bench.growth", "prune", cluster.url, str(seconds)],
         cwd=ROOT,
@@ -273,12 +307,12 @@ def _prune_beside_steps(cluster: Cluster, sizes: Sizes) -> tuple[float, float]:
     )
     try:
         time.sleep(1.0)  # let it connect and start
-        step = journal_step.run(cluster, sizes, {"step"}, prefix="p-")["step"].items
+        measured = load()
     finally:
         pruner.terminate()
         out, _ = pruner.communicate(timeout=120)
     rate = json.loads(out.strip().splitlines()[-1])["rate"] if out.strip() else float("nan")
-    return rate, step["wall time per step"].median
+    return rate, measured
 
 
 # -- EXPLAIN of every statement --------------------------------------------------------------
@@ -352,22 +386,31 @@ class _RolledBack(SqlJournal):
 
 
 def _prune_for(url: str, seconds: float) -> None:
-    """``python -m bench.growth prune URL SECONDS``: the pruning process beside the steps,
-    pruning as a dispatcher's retention does (paced: see :mod:`orchestrator.runtime.retention`).
-    SIGTERM ends it, and it prints its rate."""
+    """``python -m bench.growth prune URL SECONDS``: the pruning process beside the steps, a
+    dispatcher applying a retention of one day (its passes, its pacing of retention, its
+    sleeps: see :mod:`orchestrator.runtime.retention`). SIGTERM ends it, and it prints the
+    rate it pruned at."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGALRM, lambda *_: stop.set())
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     journal = SqlJournal(url)
-    paced = Retention(journal, DAY)
-    pruned, began = 0, time.perf_counter()
+    dispatcher = Dispatcher(journal, RecordingPublisher(), Settings(retention=DAY))
+    pruned = [0]
+    tick = dispatcher.retention.tick
+
+    def counted() -> int:
+        n = tick()
+        pruned[0] += n
+        return n
+
+    dispatcher.retention.tick = counted  # type: ignore[method-assign]
+    began = time.perf_counter()
     try:
-        while time.perf_counter() - began < seconds and not stop.is_set():
-            pruned += paced.tick()
-            time.sleep(0.005)  # a dispatcher's pass, with nothing else to do
+        dispatcher.run(stop)
     finally:
         journal.close()
-    rate = pruned / (time.perf_counter() - began)
-    print(json.dumps({"rate": rate}), flush=True)
+    print(json.dumps({"rate": pruned[0] / (time.perf_counter() - began)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ WORKFLOW = "bench.sequence"
 def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     out = {name: Figures() for name in NAMES if name in wanted}
     for rep in range(sizes.repeats):
-        wf = _workflows(cluster, sizes, rep, settle="commits" in wanted)
+        wf = workflows(cluster, sizes, rep, settle="commits" in wanted)
         if "commits" in out:
             _record_costs(out["commits"], wf, sizes)
         if "w10" in out:
@@ -55,7 +55,7 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     return out
 
 
-def _workflows(cluster: Cluster, sizes: Sizes, rep: int, *, settle: bool) -> dict[str, Any]:
+def workflows(cluster: Cluster, sizes: Sizes, rep: int, *, settle: bool) -> dict[str, Any]:
     orc, n = cluster.orc, sizes.w10_runs
     prefix = f"w10-{rep}-"
     if settle:
