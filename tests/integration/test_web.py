@@ -217,7 +217,7 @@ def test_the_schedules_page_lists_each_schedule_with_its_timing_and_next_slot(
 
     row = _schedule_row(browser, nightly)
     assert row.get_attribute("data-state") == "active"
-    assert _cell(row, "timing") == "0 2 * * *\ncron, Europe/Paris"
+    assert _cell(row, "timing") == "0 2 * * *\nEurope/Paris"
     assert _cell(row, "overlap") == "skip" and _cell(row, "catchup") == "1 min"
     at, relative, in_paris = _cell(row, "next").split("\n")
     assert at == found[nightly].next_fire_at.strftime("%Y-%m-%d %H:%M:%S")
