@@ -1,4 +1,5 @@
-"""The web view of runs, its JSON API and its Prometheus metrics (``continuum web``).
+"""The web view of runs and schedules, its JSON API and its Prometheus metrics
+(``continuum web``).
 
 Needs the ``web`` extra (``pip install continuum-orchestrator[web]``): Starlette, Jinja2,
 uvicorn and prometheus_client. Imported lazily, so the metrics collector works with only

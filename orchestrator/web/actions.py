@@ -1,4 +1,5 @@
-"""The run page's actions: signal, cancel and retry, each a POST form.
+"""The run page's actions: signal, cancel and retry, each a POST form; and the checks every
+action of the web view passes first (:func:`read_form`).
 
 Every action is refused before anything is written when the app is read-only (403), the
 body is too large (413) or not a form (415), the CSRF token is missing or wrong (403), the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -31,8 +32,10 @@ from orchestrator.web.state import root_path, state_of
 _FORM_SLACK = 16 * 1024
 
 
-async def _form(request: Request) -> tuple[str, dict[str, str]]:
-    """The checked run id and form fields of an action, or the refusal as :class:`BadRequest`."""
+async def read_form(request: Request) -> dict[str, str]:
+    """The fields of an action's form, once it passes the checks that do not depend on what it
+    acts on (read-only, size, form encoding, CSRF token); or the refusal as
+    :class:`BadRequest`."""
     web = state_of(request)
     if web.read_only:
         raise BadRequest("this web view is read-only: actions are turned off (--read-only)", 403)
@@ -55,11 +58,17 @@ async def _form(request: Request) -> tuple[str, dict[str, str]]:
     fields = {k: v[-1] for k, v in parsed.items()}
     if not csrf.valid(request, fields.get(csrf.FIELD)):
         raise BadRequest(
-            "missing or wrong CSRF token: reload the run's page and submit its form again", 403
+            "missing or wrong CSRF token: reload the page and submit its form again", 403
         )
+    return fields
+
+
+async def _form(request: Request) -> tuple[str, dict[str, str]]:
+    """The checked run id and form fields of a run's action, or the refusal."""
+    fields = await read_form(request)
     run_id = request.path_params["run_id"]
     try:
-        web.orc.describe(check_run_id(run_id))
+        state_of(request).orc.describe(check_run_id(run_id))
     except (UnknownRun, ValueError):
         raise BadRequest(f"unknown run {run_id!r}", 404) from None
     return run_id, fields
@@ -69,12 +78,18 @@ def _too_large(limit: int) -> str:
     return f"the form is larger than {limit} bytes (the journal's payload limit, and a little)"
 
 
+def back(request: Request, path: str, done: str, **more: str) -> Response:
+    """Send the browser to the page at ``path`` (under the app's root), which says what was
+    ``done`` (see other after a POST, so a reload does not post the form again)."""
+    query = urlencode({"done": done, **more}, quote_via=quote)
+    return RedirectResponse(f"{root_path(request)}{quote(path)}?{query}", status_code=303)
+
+
 def _back(request: Request, run_id: str, done: str) -> Response:
-    url = f"{root_path(request)}/runs/{quote(run_id)}?done={quote(done)}"
-    return RedirectResponse(url, status_code=303)
+    return back(request, f"/runs/{run_id}", done)
 
 
-def _refuse(exc: Exception) -> BadRequest:
+def refuse(exc: Exception) -> BadRequest:
     """What the orchestrator refused, as the HTTP answer saying why."""
     if isinstance(exc, RunClosed | NotRetryable):
         return BadRequest(str(exc), 409)
@@ -97,7 +112,7 @@ async def signal(request: Request) -> Response:
     try:
         state_of(request).orc.signal(run_id, name, payload)
     except (OrchestratorError, ValueError, TypeError) as exc:
-        raise _refuse(exc) from None
+        raise refuse(exc) from None
     return _back(request, run_id, f"signal {name!r} sent")
 
 
@@ -108,7 +123,7 @@ async def cancel(request: Request) -> Response:
     try:
         state_of(request).orc.cancel(run_id, reason)
     except (OrchestratorError, ValueError, TypeError) as exc:
-        raise _refuse(exc) from None
+        raise refuse(exc) from None
     return _back(request, run_id, "cancellation requested")
 
 
@@ -118,5 +133,5 @@ async def retry(request: Request) -> Response:
     try:
         handle = state_of(request).orc.retry(run_id)
     except (OrchestratorError, ValueError, TypeError) as exc:
-        raise _refuse(exc) from None
+        raise refuse(exc) from None
     return _back(request, handle.run_id, "retry started")

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.model.events import RunStatus
-from orchestrator.web import actions, metrics, views
+from orchestrator.web import actions, metrics, schedules, views
 from orchestrator.web.runview import BadRequest
 from orchestrator.web.state import WebState, error_response
 from orchestrator.web.timeline import format_seconds
@@ -29,8 +29,9 @@ _TEMPLATES = Path(__file__).with_name("templates")
 
 def create_app(orc: Any, read_only: bool = False) -> Starlette:
     """The web view of ``orc``'s runs (see DESIGN §8): the runs list at ``/``, a run's page
-    at ``/runs/{run_id}``, actions as POST forms (refused with 403 when ``read_only``), the
-    JSON API under ``/api/runs`` and Prometheus metrics at ``/metrics``."""
+    at ``/runs/{run_id}``, its schedules at ``/schedules``, actions as POST forms (refused
+    with 403 when ``read_only``), the JSON API under ``/api/runs`` and ``/api/schedules``, and
+    Prometheus metrics at ``/metrics``."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -50,6 +51,11 @@ def create_app(orc: Any, read_only: bool = False) -> Starlette:
         Route("/runs/{run_id:path}/cancel", actions.cancel, methods=["POST"]),
         Route("/runs/{run_id:path}/retry", actions.retry, methods=["POST"]),
         Route("/runs/{run_id:path}", views.run_page, methods=["GET"]),
+        Route("/schedules", schedules.schedules_page, methods=["GET"]),
+        Route("/api/schedules", schedules.schedules_api, methods=["GET"]),
+        Route("/schedules/{schedule_id:path}/pause", schedules.pause, methods=["POST"]),
+        Route("/schedules/{schedule_id:path}/resume", schedules.resume, methods=["POST"]),
+        Route("/schedules/{schedule_id:path}/trigger", schedules.trigger, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

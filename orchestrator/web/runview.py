@@ -143,23 +143,24 @@ def event_summary(event: Event) -> str:
     if "seconds" in data:
         return format_seconds(float(data["seconds"]))
     if "result" in data:
-        return _short(json.dumps(data["result"], default=str))
+        return short(json.dumps(data["result"], default=str))
     if data.get("reason"):
         return str(data["reason"])
     return ""
 
 
-def _short(text: str, limit: int = 80) -> str:
+def short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, an ellipsis saying it was."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def run_json(info: RunInfo) -> dict[str, Any]:
     """A run's ``describe`` fields as JSON-ready values."""
-    return {k: _jsonable(v) for k, v in asdict(info).items()}
+    return {k: jsonable(v) for k, v in asdict(info).items()}
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    return {k: _jsonable(v) for k, v in asdict(event).items()}
+    return {k: jsonable(v) for k, v in asdict(event).items()}
 
 
 def page_json(page: RunPage, counts: dict[str, int]) -> dict[str, Any]:
@@ -170,7 +171,8 @@ def page_json(page: RunPage, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A record's field as JSON carries it: times in ISO 8601, statuses by their name."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, RunStatus | EventType):
