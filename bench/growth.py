@@ -9,9 +9,8 @@ dispatcher pass; and the ``w10`` workflows per second end to end (a real worker 
 dispatcher, see :mod:`bench.throughput`). Then prune throughput: runs deleted per second by
 ``Journal.prune`` alone, and by a dispatcher applying retention (in a process of its own,
 paced as :mod:`orchestrator.runtime.retention` paces it) while the ``step`` loop, then a
-``w10`` repetition end to end, runs beside it; the W10 figure alone is the mean of the
-repetitions just before and just after, so that drift on the machine is not counted as
-the pruning's cost.
+``w10`` repetition end to end, runs beside it (W10 alone and beside the pruning taken by
+turns, so that drift on the machine is not counted as the pruning's cost).
 
 The rows are loaded by ``INSERT ... SELECT`` over ``generate_series``, with the tables'
 indexes dropped and built again afterwards, then vacuumed and analysed, as a bulk load is
@@ -62,7 +61,8 @@ Read = Callable[[SqlJournal], object]
 
 def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     figures = Figures()
-    w10_empty = _w10(cluster, sizes, 0)
+    reps = max(1, sizes.repeats)
+    w10_empty = statistics.median(_w10(cluster, sizes, rep) for rep in range(reps))
     cluster.stop_processes()
     step_sizes = replace(sizes, repeats=max(1, sizes.repeats))
     empty = _measure(cluster, step_sizes, "e-")
@@ -87,16 +87,20 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
         "step throughput lost to prune beside it", "%", 100 * (1 - step_alone / step_beside)
     )
     cluster.start_processes("growth-full")
-    w10_full = _w10(cluster, sizes, 1)
+    # Alone and beside a pruning dispatcher by turns, so that drift is shared by both.
+    alone_w10, beside_w10, rates = [], [], []
+    for rep in range(reps):
+        alone_w10.append(_w10(cluster, sizes, 10 + rep))
+        rate, found = _beside(cluster, lambda rep=rep: _w10(cluster, sizes, 20 + rep))
+        rates.append(rate)
+        beside_w10.append(found)
+    w10_full, w10_beside = statistics.median(alone_w10), statistics.median(beside_w10)
     figures.add("empty: W10 end to end", "wf/s", w10_empty)
     figures.add(f"{n} runs: W10 end to end", "wf/s", w10_full)
     figures.add(f"ratio {n} runs / empty: W10 end to end", "x", ratio(w10_full, w10_empty))
-    pruned, w10_beside = _beside(cluster, lambda: _w10(cluster, sizes, 2))
-    w10_after = _w10(cluster, sizes, 3)
-    w10_alone = (w10_full + w10_after) / 2
-    figures.add("prune beside W10 end to end", "runs/s", pruned)
+    figures.add("prune beside W10 end to end", "runs/s", statistics.median(rates))
     figures.add("W10 end to end with prune beside it", "wf/s", w10_beside)
-    figures.add("W10 throughput lost to prune beside it", "%", 100 * (1 - w10_beside / w10_alone))
+    figures.add("W10 throughput lost to prune beside it", "%", 100 * (1 - w10_beside / w10_full))
     return {"growth": figures}
 
 
