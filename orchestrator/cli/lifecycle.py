@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
@@ -82,6 +82,19 @@ def families(journal: SqlJournal, closed_before: float, workflow: str | None) ->
         after = page[-1].key
 
 
+def groups(found: Iterable[Family], size: int) -> Iterator[list[str]]:
+    """The families' run ids in groups of about ``size`` runs, families whole (one larger
+    than ``size`` is a group alone): what an export reads at once."""
+    group: list[str] = []
+    for family in found:
+        if group and len(group) + len(family.run_ids) > size:
+            yield group
+            group = []
+        group.extend(family.run_ids)
+    if group:
+        yield group
+
+
 @runs.runs_group.command("prune")
 @_older_than
 @_workflow
@@ -114,14 +127,11 @@ def export_cmd(ctx: click.Context, older_than: int, workflow: str | None) -> Non
     """Print the runs prune would delete, one JSON object a line: its fields and history."""
     cutoff = time.time() - older_than
     with _journal(ctx) as journal:
-        for family in families(journal, cutoff, workflow):
-            for run_id in family.run_ids:
-                info = journal.describe(run_id)
-                if info is None:
-                    continue  # pruned meanwhile
+        for run_ids in groups(families(journal, cutoff, workflow), BATCH):
+            for run in journal.histories(run_ids):  # a run pruned meanwhile is left out
                 line = {
-                    **common.run_dict(info),
-                    "history": [asdict(e) for e in journal.history(run_id)],
+                    **common.run_dict(run.info),
+                    "history": [asdict(e) for e in run.events],
                 }
                 click.echo(json.dumps(line, default=common.json_default, sort_keys=True))
 
