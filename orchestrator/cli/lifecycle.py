@@ -10,7 +10,6 @@ the workers' code. Runs are taken whole families at a time, as retention takes t
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,28 +21,16 @@ from orchestrator.cli import common, db, runs
 from orchestrator.journal.families import Family
 from orchestrator.journal.sql import retention
 from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model import durations
 from orchestrator.model.settings import JOURNAL_URL_ENV
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"^(\d+)([dhms])$")
 #: Runs per prune transaction, and families per page of an export or dry run.
 BATCH = 500
 
 
-def parse_duration(text: str) -> int:
-    """Seconds in ``text``: a whole number and one unit, ``30d``, ``12h``, ``90m``, ``0s``."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration: write a whole number and one unit, "
-            "d, h, m or s (30d, 12h, 90m, 0s)"
-        )
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
-        return parse_duration(value)
+        return durations.parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
 
