@@ -18,6 +18,7 @@ from dataclasses import asdict
 import click
 
 from orchestrator.cli import common, db, runs
+from orchestrator.journal import pruning
 from orchestrator.journal.families import Family
 from orchestrator.journal.sql import retention
 from orchestrator.journal.sql.journal import SqlJournal
@@ -25,7 +26,7 @@ from orchestrator.model import durations
 from orchestrator.model.settings import JOURNAL_URL_ENV
 
 #: Runs per prune transaction, and families per page of an export or dry run.
-BATCH = 500
+BATCH = pruning.BATCH
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -97,10 +98,8 @@ def prune_cmd(ctx: click.Context, older_than: int, workflow: str | None, dry_run
             count = sum(len(f.run_ids) for f in found)
             click.echo(f"would prune {count} runs in {len(found)} families (nothing deleted)")
             return
-        pruned = 0
         began = time.monotonic()
-        while ids := journal.prune(closed_before=cutoff, workflow=workflow, limit=BATCH):
-            pruned += len(ids)
+        pruned = pruning.prune_all(journal, closed_before=cutoff, workflow=workflow, limit=BATCH)
         took = time.monotonic() - began
     click.echo(f"pruned {pruned} runs in {took:.1f} s")
 

@@ -10,6 +10,7 @@ import pytest
 from celery import Celery
 
 from orchestrator import Orchestrator
+from orchestrator.journal import pruning
 from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.journal.protocol import Batch
 from orchestrator.model.durations import age_seconds, parse_duration
@@ -148,6 +149,22 @@ def test_a_retention_of_zero_or_more_is_taken() -> None:
     assert Settings(retention=0).retention == 0
     assert Settings.resolve({"orchestrator_retention": 30 * DAY}).retention == 30 * DAY
     assert Settings().retention is None
+
+
+def test_prune_all_goes_on_until_none_is_left_or_the_budget_has_passed(clock: FakeClock) -> None:
+    journal = InMemoryJournal(clock=clock)
+    for i in range(7):
+        finished(journal, f"r{i}")
+    clock.advance(10)
+    readings = iter([0.0, 0.5, 1.0, 1.5])
+
+    def pruned(**kw: Any) -> int:
+        return pruning.prune_all(journal, closed_before=clock(), limit=2, **kw)
+
+    assert pruned(budget=1.0, timer=lambda: next(readings)) == 4  # a batch at 0.5, one at 1.0
+    assert pruned() == 3
+    assert pruned() == 0
+    assert journal.list_runs() == []
 
 
 @pytest.mark.parametrize(
