@@ -1,6 +1,7 @@
 """The built-in ``continuum.prune`` workflow on the in-memory journal: registered on every
 orchestrator, its arguments refused at ``start`` and ``schedule`` with nothing written, its
-cutoff taken from the run's start, and its task pruning the orchestrator's journal.
+cutoff taken from the run's start, and its task pruning the orchestrator's journal (the
+test kit's own, in a ``WorkflowEnvironment``).
 
 It runs against a real worker on SQLite in the retention page's example
 (``docs/examples/howto/retention.py``)."""
@@ -13,10 +14,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from orchestrator import Orchestrator
+from orchestrator import Orchestrator, WorkflowContext
 from orchestrator.celery import prune
 from orchestrator.journal.memory.journal import InMemoryJournal
-from orchestrator.model.errors import UnknownWorkflow
+from orchestrator.model.errors import UnknownRun, UnknownWorkflow
 from orchestrator.testing import WorkflowEnvironment
 from tests.conftest import FakeClock
 from tests.unit.test_retention import finished
@@ -92,6 +93,30 @@ def test_the_cutoff_is_the_runs_start_less_the_age(orc: Orchestrator) -> None:
         (start.timestamp() - 30 * DAY, "order"),
         (start.timestamp() - 90, None),
     ]
+
+
+def test_in_the_test_kit_it_prunes_the_environments_journal(
+    orc: Orchestrator, clock: FakeClock
+) -> None:
+    @orc.workflow(name="noop")
+    async def noop(ctx: WorkflowContext) -> None:
+        return None
+
+    outside = orc.journal
+    assert isinstance(outside, InMemoryJournal)
+    finished(outside, "outside")
+    clock.advance(10 * DAY)
+    with WorkflowEnvironment(orc) as env:
+        old = env.start(noop)
+        env.result(old)
+        env.advance(7200)
+        new = env.start(noop)
+        env.result(new)
+        assert env.result(env.start("continuum.prune", "1h")) == 1
+        assert env.describe(new) is not None
+        with pytest.raises(UnknownRun):
+            env.describe(old)
+    assert outside.describe("outside") is not None
 
 
 def test_the_task_prunes_the_orchestrators_journal(orc: Orchestrator, clock: FakeClock) -> None:
