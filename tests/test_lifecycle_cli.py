@@ -8,10 +8,16 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
 
+from orchestrator.cli import common
+from orchestrator.cli.main import main
 from orchestrator.journal.protocol import Batch
 from orchestrator.journal.sql.journal import SqlJournal
 from orchestrator.model.events import EventType, NewEvent, RunStatus
@@ -98,6 +104,7 @@ def test_export_then_prune_archives_and_deletes_the_old_family(url: str) -> None
     types = [e["type"] for e in parent["history"]]
     assert types == ["run_started", "child_started", "run_failed"]
     assert [e["seq"] for e in parent["history"]] == list(range(1, len(parent["history"]) + 1))
+    assert lines == [described(url, run_id) for run_id in ("old", "old-child")]
 
     dry = continuum(url, "runs", "prune", "--older-than", "1d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -109,6 +116,52 @@ def test_export_then_prune_archives_and_deletes_the_old_family(url: str) -> None
     assert "pruned 2 runs" in pruned.stdout
     assert run_ids(url) == {"new"}
     assert continuum(url, "runs", "export", "--older-than", "1d").stdout == ""
+
+
+def described(url: str, run_id: str) -> dict[str, Any]:
+    """A run's fields and history as ``describe`` and ``history`` give them, in JSON."""
+    journal = SqlJournal(url)
+    try:
+        info = journal.describe(run_id)
+        assert info is not None
+        line = {**common.run_dict(info), "history": [asdict(e) for e in journal.history(run_id)]}
+    finally:
+        journal.close()
+    decoded: dict[str, Any] = json.loads(json.dumps(line, default=common.json_default))
+    return decoded
+
+
+def statements_of_export(url: str) -> tuple[int, int]:
+    """How many runs ``runs export --older-than 1d`` writes, and the SQL statements it takes."""
+    count = 0
+
+    def counted(*_: Any) -> None:
+        nonlocal count
+        count += 1
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", counted)
+    try:
+        env = {"ORCHESTRATOR_JOURNAL_URL": url, "CONTINUUM_APP": None}
+        exported = CliRunner().invoke(main, ["runs", "export", "--older-than", "1d"], env=env)
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", counted)
+    assert exported.exit_code == 0, exported.output
+    return len(exported.output.splitlines()), count
+
+
+def test_export_reads_a_page_of_runs_in_the_same_few_statements_however_many(url: str) -> None:
+    few = statements_of_export(url)
+    assert few[0] == 2
+    old = SqlJournal(url, clock=lambda: time.time() - 2 * DAY)
+    try:
+        for i in range(40):
+            finish(old, f"more-{i}")
+    finally:
+        old.close()
+    many = statements_of_export(url)
+    assert many[0] == 42
+    # One page: the families (tips, their children), then the runs and their histories.
+    assert many[1] == few[1] <= 8
 
 
 def test_prune_by_workflow_and_zero_age(url: str) -> None:

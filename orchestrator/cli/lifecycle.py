@@ -10,40 +10,28 @@ the workers' code. Runs are taken whole families at a time, as retention takes t
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
 import click
 
 from orchestrator.cli import common, db, runs
+from orchestrator.journal import pruning
 from orchestrator.journal.families import Family
 from orchestrator.journal.sql import retention
 from orchestrator.journal.sql.journal import SqlJournal
+from orchestrator.model import durations
 from orchestrator.model.settings import JOURNAL_URL_ENV
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"^(\d+)([dhms])$")
 #: Runs per prune transaction, and families per page of an export or dry run.
-BATCH = 500
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in ``text``: a whole number and one unit, ``30d``, ``12h``, ``90m``, ``0s``."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration: write a whole number and one unit, "
-            "d, h, m or s (30d, 12h, 90m, 0s)"
-        )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+BATCH = pruning.BATCH
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int:
     try:
-        return parse_duration(value)
+        return durations.parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
 
@@ -82,6 +70,19 @@ def families(journal: SqlJournal, closed_before: float, workflow: str | None) ->
         after = page[-1].key
 
 
+def groups(found: Iterable[Family], size: int) -> Iterator[list[str]]:
+    """The families' run ids in groups of about ``size`` runs, families whole (one larger
+    than ``size`` is a group alone): what an export reads at once."""
+    group: list[str] = []
+    for family in found:
+        if group and len(group) + len(family.run_ids) > size:
+            yield group
+            group = []
+        group.extend(family.run_ids)
+    if group:
+        yield group
+
+
 @runs.runs_group.command("prune")
 @_older_than
 @_workflow
@@ -97,10 +98,8 @@ def prune_cmd(ctx: click.Context, older_than: int, workflow: str | None, dry_run
             count = sum(len(f.run_ids) for f in found)
             click.echo(f"would prune {count} runs in {len(found)} families (nothing deleted)")
             return
-        pruned = 0
         began = time.monotonic()
-        while ids := journal.prune(closed_before=cutoff, workflow=workflow, limit=BATCH):
-            pruned += len(ids)
+        pruned = pruning.prune_all(journal, closed_before=cutoff, workflow=workflow, limit=BATCH)
         took = time.monotonic() - began
     click.echo(f"pruned {pruned} runs in {took:.1f} s")
 
@@ -114,14 +113,11 @@ def export_cmd(ctx: click.Context, older_than: int, workflow: str | None) -> Non
     """Print the runs prune would delete, one JSON object a line: its fields and history."""
     cutoff = time.time() - older_than
     with _journal(ctx) as journal:
-        for family in families(journal, cutoff, workflow):
-            for run_id in family.run_ids:
-                info = journal.describe(run_id)
-                if info is None:
-                    continue  # pruned meanwhile
+        for run_ids in groups(families(journal, cutoff, workflow), BATCH):
+            for run in journal.histories(run_ids):  # a run pruned meanwhile is left out
                 line = {
-                    **common.run_dict(info),
-                    "history": [asdict(e) for e in journal.history(run_id)],
+                    **common.run_dict(run.info),
+                    "history": [asdict(e) for e in run.events],
                 }
                 click.echo(json.dumps(line, default=common.json_default, sort_keys=True))
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from orchestrator.celery import canvas
+from orchestrator.celery import canvas, prune
 from orchestrator.celery.install import install
 from orchestrator.celery.publisher import CeleryPublisher
 from orchestrator.celery.serializers import check_serializers
@@ -76,6 +76,7 @@ class Orchestrator:
         self._lock = threading.Lock()
         install(app, self)
         canvas.install(app, self)
+        prune.install(app, self)
         _REGISTERED[id(app)] = self
 
     def configure(self, journal_url: str | None = None, **settings: Any) -> None:

@@ -7,8 +7,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from orchestrator.celery import prune
 from orchestrator.engine.registry import Registry, WorkflowDefinition
 from orchestrator.journal.inbox import cancel_item
 from orchestrator.journal.protocol import Journal, RunRef
@@ -33,6 +35,9 @@ from orchestrator.runtime.publisher import Publisher
 log = logging.getLogger(__name__)
 
 _SIGNAL = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+#: The built-in workflows whose arguments are checked when a run is started or scheduled,
+#: so that bad input is refused at the call rather than failing the run later.
+ARGUMENT_CHECKS: dict[str, Callable[[Sequence[Any]], None]] = {prune.WORKFLOW: prune.check_args}
 
 
 async def _not_loaded(*_: Any) -> None:
@@ -96,9 +101,7 @@ class Client:
         """The run a start would create, every part of it checked (nothing is written)."""
         definition = self._definition(workflow, version)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
-        args_list = payloads.roundtrip(
-            list(args), f"arguments of workflow {definition.name}", self.settings.max_payload_bytes
-        )
+        args_list = self.checked_args(definition, args, f"arguments of workflow {definition.name}")
         run = NewRun(
             run_id=run_id,
             workflow=definition.name,
@@ -109,6 +112,18 @@ class Client:
             trace_context=tracing.start_run(definition.name, run_id),
         )
         return run, definition
+
+    def checked_args(
+        self, definition: WorkflowDefinition, args: Sequence[Any], what: str
+    ) -> list[Any]:
+        """``args`` as the journal keeps them (JSON, within the payload limit), checked by
+        the workflow's own check if it is a built-in one (:data:`ARGUMENT_CHECKS`); a clear
+        error naming ``what`` otherwise. Nothing is written."""
+        checked: list[Any] = payloads.roundtrip(list(args), what, self.settings.max_payload_bytes)
+        check = ARGUMENT_CHECKS.get(definition.name)
+        if check is not None:
+            check(checked)
+        return checked
 
     def check_reused(self, run: NewRun) -> None:
         """A start of an id that exists returns that run, if it is of the same workflow."""

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.client.runs import Client
-from orchestrator.model import limits, payloads
+from orchestrator.model import limits
 from orchestrator.model.schedules import (
     ScheduleInfo,
     ScheduleSpec,
@@ -45,10 +45,8 @@ class Schedules:
         :meth:`Orchestrator.schedule <orchestrator.client.facade.Orchestrator.schedule>`."""
         check_schedule_id(schedule_id)
         definition = self.client._definition(workflow, version)
-        args_list = payloads.roundtrip(
-            list(args),
-            f"arguments of schedule {schedule_id}",
-            self.client.settings.max_payload_bytes,
+        args_list = self.client.checked_args(
+            definition, args, f"arguments of schedule {schedule_id}"
         )
         spec = ScheduleSpec(
             schedule_id=schedule_id,

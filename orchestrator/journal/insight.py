@@ -1,9 +1,11 @@
-"""What operators read about many runs at once: a page of runs, and the journal's aggregates.
+"""What operators read about many runs at once: a page of runs, runs with their histories,
+and the journal's aggregates.
 
 The web view pages through runs by *keyset* (the last run shown is the cursor), so a page
-deep in a journal of millions costs what the first one costs. The metrics endpoint reads
-:class:`JournalStats`, a few aggregate queries, so that one scrape describes the whole
-deployment however many workers it has.
+deep in a journal of millions costs what the first one costs. An export reads
+:class:`RunHistory` records for a page of runs at once, in two queries however many there
+are. The metrics endpoint reads :class:`JournalStats`, a few aggregate queries, so that one
+scrape describes the whole deployment however many workers it has.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from orchestrator.model.events import EventType, RunInfo, RunStatus
+from orchestrator.model.events import Event, EventType, RunInfo, RunStatus
 
 #: Upper bounds (seconds) of the step-duration histogram's buckets; one more is ``+Inf``.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -89,6 +91,14 @@ class RunPage:
 
     runs: list[RunInfo]
     next: RunCursor | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHistory:
+    """A run's fields and its whole history, in order: a line of ``continuum runs export``."""
+
+    info: RunInfo
+    events: tuple[Event, ...]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.journal.families import Family
-from orchestrator.journal.insight import JournalStats, RunCursor, RunPage
+from orchestrator.journal.insight import JournalStats, RunCursor, RunHistory, RunPage
 from orchestrator.model.events import Event, EventType, NewEvent, RunInfo, RunStatus
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, Timer
 from orchestrator.model.schedules import ScheduleInfo, ScheduleSpec
@@ -507,6 +507,13 @@ class Journal(Protocol):
     ) -> list[Family]:
         """The families :meth:`prune` would delete, up to ``limit`` of them, after the one
         whose ``key`` is ``after``: pages for an export or a dry run. Writes nothing."""
+        ...
+
+    def histories(self, run_ids: Sequence[str]) -> list[RunHistory]:
+        """The runs ``run_ids`` with their whole histories, in the order given (a repeated id
+        once; an unknown one, or one deleted meanwhile, left out): an export's page in two
+        reads, however many runs it holds. Histories are read before runs, so a run returned
+        has every event it had then; a run still open may have gained events since."""
         ...
 
     def create_run_in(self, connection: Any, run: NewRun) -> bool:

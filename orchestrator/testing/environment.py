@@ -24,8 +24,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.celery import prune
 from orchestrator.client import queries
 from orchestrator.client.runs import Client
+from orchestrator.journal import pruning
 from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.model.errors import NotPublished
 from orchestrator.model.events import Event, RunInfo
@@ -69,8 +71,10 @@ class WorkflowEnvironment:
     database or worker.
 
     ``activities`` replaces tasks by name (``{"charge": fake}``); the others run as the
-    app's own task functions. ``start_time`` (an aware datetime) sets the virtual clock
-    (default: now). Use it as a context manager; it is closed on exit. One thread at a time.
+    app's own task functions, but for the built-in ``continuum.prune``, which prunes this
+    environment's journal rather than the orchestrator's. ``start_time`` (an aware datetime)
+    sets the virtual clock (default: now). Use it as a context manager; it is closed on exit.
+    One thread at a time.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class WorkflowEnvironment:
         self.settings = dataclasses.replace(orc.settings, eager_start=True)
         self.journal = InMemoryJournal(clock=self.clock)
         self.publisher = QueuePublisher()
+        replacements = {prune.TASK: _pruning(self.journal), **replacements}
         self.driver = Driver(
             self.journal, orc.registry, self.publisher, self.settings, owner=OWNER, clock=self.clock
         )
@@ -299,6 +304,15 @@ def _replacements(orc: Orchestrator, activities: Mapping[str, Activity]) -> dict
                 "name a task by its full name to replace one the app does not have"
             )
     return dict(activities)
+
+
+def _pruning(journal: InMemoryJournal) -> Activity:
+    """The ``continuum.prune`` task on ``journal`` (the app's own prunes the orchestrator's)."""
+
+    def prune_here(closed_before: float, workflow: str | None = None) -> int:
+        return pruning.prune_all(journal, closed_before=closed_before, workflow=workflow)
+
+    return prune_here
 
 
 def _positive(value: Seconds, what: str, *, zero: bool = False) -> float:

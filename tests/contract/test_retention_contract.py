@@ -1,6 +1,7 @@
 """Retention's contract on every journal: ``prune`` deletes finished families whole, with
 every row their runs owned, and never a run whose family is still open; ``prunable`` pages
-through what it would delete; ``create_run_in`` is refused where no transaction can be shared.
+through what it would delete, and ``histories`` reads it for an export; ``create_run_in`` is
+refused where no transaction can be shared.
 """
 
 from __future__ import annotations
@@ -263,6 +264,28 @@ def test_prunable_pages_through_what_prune_would_delete(journal: Journal, clock:
 
     assert [f.run_ids for f in first + rest] == [("a",), ("b",), ("c",)]
     assert journal.describe("a") is not None  # nothing was deleted
+
+
+def test_histories_reads_runs_with_their_histories_in_the_order_given(
+    journal: Journal, clock: FakeClock
+) -> None:
+    with_history(journal, "old")
+    create(journal, "open")
+    start_child(journal, "open", "child")
+    each = {r: (journal.describe(r), journal.history(r)) for r in ("old", "open", "child")}
+
+    found = journal.histories(["child", "unknown", "old", "child", "open"])
+
+    assert [(h.info, list(h.events)) for h in found] == [
+        each["child"],
+        each["old"],
+        each["open"],
+    ]
+    assert [e.type for e in found[1].events][-1] is EventType.RUN_COMPLETED
+    assert journal.histories([]) == []
+    clock.advance(10)
+    journal.prune(closed_before=clock())
+    assert journal.histories(["old"]) == []
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, True])

@@ -123,11 +123,11 @@ class Cluster:
         )
         wait_for(lambda: b" ready." in log.read_bytes()[offset:], 30, f"worker {name} ready")
 
-    def start_dispatcher(self, name: str = "d1") -> None:
+    def start_dispatcher(self, name: str = "d1", **env: str) -> None:
         log = self.workdir / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         self.dispatchers[name] = self._spawn(
-            name, [str(BIN / "continuum"), "-A", self.app, "dispatcher"], self.env
+            name, [str(BIN / "continuum"), "-A", self.app, "dispatcher"], {**self.env, **env}
         )
         wait_for(
             lambda: b"dispatcher started" in log.read_bytes()[offset:],

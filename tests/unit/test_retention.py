@@ -1,5 +1,5 @@
 """Retention as dispatchers apply it (in-memory journal, fake clock), the setting that turns
-it on, and the durations the CLI reads."""
+it on, and the ages operators write (``30d``, ``12h``) or give in seconds."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from celery import Celery
 
 from orchestrator import Orchestrator
-from orchestrator.cli.lifecycle import parse_duration
+from orchestrator.journal import pruning
 from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.journal.protocol import Batch
+from orchestrator.model.durations import age_seconds, parse_duration
 from orchestrator.model.errors import TransactionalStartError
 from orchestrator.model.events import EventType, NewEvent, RunStatus
 from orchestrator.model.settings import Settings
@@ -150,6 +151,22 @@ def test_a_retention_of_zero_or_more_is_taken() -> None:
     assert Settings().retention is None
 
 
+def test_prune_all_goes_on_until_none_is_left_or_the_budget_has_passed(clock: FakeClock) -> None:
+    journal = InMemoryJournal(clock=clock)
+    for i in range(7):
+        finished(journal, f"r{i}")
+    clock.advance(10)
+    readings = iter([0.0, 0.5, 1.0, 1.5])
+
+    def pruned(**kw: Any) -> int:
+        return pruning.prune_all(journal, closed_before=clock(), limit=2, **kw)
+
+    assert pruned(budget=1.0, timer=lambda: next(readings)) == 4  # a batch at 0.5, one at 1.0
+    assert pruned() == 3
+    assert pruned() == 0
+    assert journal.list_runs() == []
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("0s", 0)]
 )
@@ -161,6 +178,29 @@ def test_durations(text: str, seconds: int) -> None:
 def test_a_duration_that_is_not_one_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("30d", 30 * DAY), (" 90m", 5400), (0, 0), (1.5, 1.5)]
+)
+def test_an_age_is_a_duration_or_seconds(value: Any, seconds: float) -> None:
+    assert age_seconds(value, "older_than") == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("1w", "older_than: '1w' is not a duration"),
+        (-1, "older_than must be a finite number of seconds >= 0"),
+        (float("inf"), "older_than must be a finite number of seconds >= 0"),
+        (True, "older_than must be a duration .* or seconds, not True"),
+        (None, "older_than must be a duration .* or seconds, not None"),
+        ([30], "older_than must be a duration .* or seconds, not \\[30\\]"),
+    ],
+)
+def test_an_age_that_is_neither_is_refused(value: Any, error: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=error):
+        age_seconds(value, "older_than")
 
 
 def test_an_in_memory_orchestrator_refuses_a_callers_transaction() -> None:

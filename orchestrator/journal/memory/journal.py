@@ -9,12 +9,12 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from orchestrator.journal.families import Family, check_limit, take
 from orchestrator.journal.inbox import cancel_item, child_outcome_item
-from orchestrator.journal.insight import attempt_outcome
+from orchestrator.journal.insight import RunHistory, attempt_outcome
 from orchestrator.journal.memory import admission, retention
 from orchestrator.journal.memory.authoring import AuthoringOps
 from orchestrator.journal.memory.dispatch import MemoryDispatch
@@ -502,6 +502,15 @@ class InMemoryJournal(MemoryDispatch, MemorySchedules, AuthoringOps, MemoryInsig
                 self._runs, closed_before=closed_before, workflow=workflow, after=after
             )
             return found[:limit]
+
+    def histories(self, run_ids: Sequence[str]) -> list[RunHistory]:
+        with self._lock:
+            found = [self._runs.get(run_id) for run_id in dict.fromkeys(run_ids)]
+            return [
+                RunHistory(info=run.info(), events=tuple(read_history(run, 0)))
+                for run in found
+                if run is not None
+            ]
 
     def create_run_in(self, connection: object, run: NewRun) -> bool:
         raise TransactionalStartError(

@@ -6,7 +6,8 @@ each family by ``correlation_id`` and ``parent_run_id`` (both indexed), locks th
 rows with ``SKIP LOCKED`` (a family one of whose rows is locked elsewhere is left for a
 later pass, so a prune never waits for another transaction, and two dispatchers never take
 the same family), then deletes the rows the runs own and the runs. Every statement reaches
-its rows by run id; none scans a table.
+its rows by run id; none scans a table. An export reads the families it pages through
+(:meth:`~RetentionQueries.prunable`) with their histories, a page of runs in two queries.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from orchestrator.journal.families import Family, Member, check_limit, gather, take
+from orchestrator.journal.insight import RunHistory
 from orchestrator.journal.sql import migrate, schema
 from orchestrator.journal.sql.connection import SqlConnection
+from orchestrator.journal.sql.rows import event_of, run_info
+from orchestrator.model.events import Event
 
 runs = schema.runs
 #: Tables whose rows belong to one run (by ``run_id``), deleted with it.
@@ -85,6 +89,30 @@ class RetentionQueries(SqlConnection):
                     break
                 after = (tips[-1].closed_at or 0.0, tips[-1].run_id)
         return found[:limit]
+
+    def histories(self, run_ids: Sequence[str]) -> list[RunHistory]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return []
+        events = schema.events
+        history: dict[str, list[Event]] = {run_id: [] for run_id in ids}
+        with self._tx(autocommit=True) as conn:
+            # Histories first: a run deleted between the reads is then left out, never
+            # returned without its events.
+            query = (
+                sa.select(events)
+                .where(self._among(events.c.run_id, ids))
+                .order_by(events.c.run_id, events.c.seq)
+            )
+            for row in conn.execute(query, self._ids(ids)):
+                history[row.run_id].append(event_of(row))
+            query = sa.select(runs).where(self._among(runs.c.run_id, ids))
+            infos = {row.run_id: run_info(row) for row in conn.execute(query, self._ids(ids))}
+        return [
+            RunHistory(info=infos[run_id], events=tuple(history[run_id]))
+            for run_id in ids
+            if run_id in infos
+        ]
 
     def _tips_x(
         self,

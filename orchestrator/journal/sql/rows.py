@@ -363,8 +363,12 @@ def _event(
 
 
 def read_history(conn: Connection, run_id: str, after_seq: int) -> list[Event]:
-    rows = conn.execute(HISTORY, {"p_run_id": run_id, "p_after": after_seq})
-    return [_event(run_id, r.seq, r.type, r.command_id, r.attempt, r.data, r.at) for r in rows]
+    return [event_of(r) for r in conn.execute(HISTORY, {"p_run_id": run_id, "p_after": after_seq})]
+
+
+def event_of(row: Row[Any]) -> Event:
+    """An event from a row of the ``events`` table."""
+    return _event(row.run_id, row.seq, row.type, row.command_id, row.attempt, row.data, row.at)
 
 
 def claim_params(run_id: str, now: float, after_seq: int) -> dict[str, Any]:
