@@ -3,7 +3,10 @@
 With ``orchestrator_retention`` set, a dispatcher's pass prunes families closed longer ago
 than that (see :mod:`orchestrator.journal.families`), a batch per transaction, for at most
 :data:`BUDGET` seconds, so that timers and dispatches are never held back for long; with more
-left, it rests as long again before it goes on. The batch adapts to how long a transaction
+left, it rests :data:`REST` times as long before it goes on (the dispatcher wakes for that
+look), so that a backlog takes at most 40% of its time and of one database connection, and
+the work beside it keeps most of the machine (``python -m bench --only growth`` measures
+both sides; see the scale page of the documentation). The batch adapts to how long a transaction
 takes, aiming at :data:`TARGET` seconds each: row locks are taken with ``SKIP LOCKED`` on
 finished runs only, so a run's writer never waits for a prune, and a short transaction keeps
 the deletes' own locks brief. When nothing is left to prune, the next look is :data:`EVERY`
@@ -26,7 +29,9 @@ log = logging.getLogger(__name__)
 #: Seconds between looks for runs to prune once none was left.
 EVERY = 60.0
 #: Seconds of pruning one dispatcher pass may spend.
-BUDGET = 0.25
+BUDGET = 0.1
+#: Seconds of rest after each second of pruning, while runs are left to prune.
+REST = 1.5
 #: Seconds one prune transaction should take; the batch grows or shrinks towards it.
 TARGET = 0.05
 #: Bounds of the batch (runs per transaction).
@@ -83,9 +88,7 @@ class Retention:
             self._adapt(took)
             spent = self._timer() - started
             if spent >= BUDGET:
-                # More is left: go on after as long again, so that pruning takes at most
-                # half of the dispatcher's time and of the database's attention.
-                self._next = self._clock() + spent
+                self._next = self._clock() + spent * REST  # more is left
                 break
         if pruned:
             log.info("retention: %d finished runs deleted", pruned)

@@ -80,7 +80,7 @@ def test_a_failing_prune_does_not_stop_the_dispatchers_other_work(clock: FakeClo
     assert passes.publisher.replays[0].run_id == "r1"  # type: ignore[attr-defined]
 
 
-def test_the_batch_adapts_and_pruning_rests_as_long_as_it_worked(clock: FakeClock) -> None:
+def test_the_batch_adapts_and_pruning_rests_in_proportion_to_its_work(clock: FakeClock) -> None:
     journal = InMemoryJournal(clock=clock)
     for i in range(60):
         finished(journal, f"r{i}")
@@ -95,8 +95,10 @@ def test_the_batch_adapts_and_pruning_rests_as_long_as_it_worked(clock: FakeCloc
     slow.batch = 20
     assert slow.tick() == 20  # one transaction, then the pass's budget is spent
     assert slow.batch == 10
-    assert slow.tick() == 0  # resting as long as it worked
-    clock.advance(0.5)
+    assert slow.tick() == 0  # resting: 0.45 s of work, so REST times as long
+    clock.advance(0.45 * retention.REST - 0.01)
+    assert slow.tick() == 0
+    clock.advance(0.01)
     assert slow.tick() == 10
     assert len(journal.list_runs(limit=100)) == 30
 
@@ -108,7 +110,7 @@ def test_a_dispatcher_with_runs_left_to_prune_wakes_for_its_next_look(clock: Fak
     clock.advance(10)
     elapsed = [0.0]
 
-    def timer() -> float:  # each look spends 0.45 s on one prune of 10, then rests as long
+    def timer() -> float:  # each look spends 0.45 s on one prune of 10, then rests
         elapsed[0] += 0.15
         return elapsed[0]
 
@@ -134,7 +136,7 @@ def test_a_dispatcher_with_runs_left_to_prune_wakes_for_its_next_look(clock: Fak
 
     # Woken for each next look while runs are left (not after the poll interval), then
     # back to the poll interval once none is.
-    assert waits == [0.45] * 4 + [1.0]
+    assert waits == [round(0.45 * retention.REST, 6)] * 4 + [1.0]
 
 
 @pytest.mark.parametrize("value", [-1, -0.5, float("nan"), "7d", True])
