@@ -233,6 +233,9 @@ def _fill(cluster: Cluster, n: int) -> None:
             _step(conn, "tasks", _TASKS, params)
         for table in TABLES:
             _step(conn, f"vacuum analyze {table}", f"VACUUM ANALYZE {table}", {})
+        # The load leaves gigabytes of dirty pages: written out now, not by the checkpointer
+        # while the full journal's figures are taken.
+        _step(conn, "checkpoint", "CHECKPOINT", {})
 
 
 def _step(conn: psycopg.Connection[Any], what: str, sql: str, params: dict[str, Any]) -> None:
