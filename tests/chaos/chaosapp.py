@@ -212,6 +212,14 @@ async def keyed(ctx: WorkflowContext, customer: str, base: int, seconds: float) 
     return await limited(ctx, base, seconds)
 
 
+async def limited_parent(ctx: WorkflowContext, base: int, seconds: float) -> int:
+    """Two children held by the limit of ``chaos.limited``, as any run of it is."""
+    first, second = await ctx.gather(
+        ctx.child("chaos.limited", base, seconds), ctx.child("chaos.limited", base + 1, seconds)
+    )
+    return int(first) + int(second)
+
+
 SAGA_STEPS = ("reserve", "charge", "ship")
 #: The concurrency limits of the limited workflows.
 LIMITED = 3
@@ -228,6 +236,7 @@ WORKFLOWS = {
     "chaos.tick": tick,
     "chaos.limited": limited,
     "chaos.keyed": keyed,
+    "chaos.limited_parent": limited_parent,
 }
 LIMITS: dict[str, dict[str, Any]] = {
     "chaos.limited": {"concurrency": LIMITED},

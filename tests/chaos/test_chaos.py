@@ -165,11 +165,12 @@ def plan_runs(rng: random.Random, n: int, window: float) -> list[Planned]:
 
 
 def plan_limited(rng: random.Random, n: int, window: float) -> list[Planned]:
-    """``n`` runs of the workflow limited to :data:`chaosapp.LIMITED` at once and about half
-    as many limited to :data:`chaosapp.KEYED` per customer, started in bursts spread over the
-    window (numbered after the other runs)."""
+    """``n`` runs of the workflow limited to :data:`chaosapp.LIMITED` at once, about half
+    as many limited to :data:`chaosapp.KEYED` per customer, and a few parents of two
+    children each under the first limit, started in bursts spread over the window (numbered
+    after the other runs)."""
     planned = []
-    shapes = ["limited"] * n + ["keyed"] * max(4, n // 2)
+    shapes = ["limited"] * n + ["keyed"] * max(4, n // 2) + ["limited_parent"] * max(2, n // 4)
     bursts = math.ceil(len(shapes) / BURST)
     for i, shape in enumerate(shapes):
         run_id = f"c{SEED}-{RUNS + i:04d}-{shape}"
@@ -178,7 +179,8 @@ def plan_limited(rng: random.Random, n: int, window: float) -> list[Planned]:
         args: list[Any] = [base, seconds]
         if shape == "keyed":
             args.insert(0, rng.choice(["ann", "bob"]))
-        planned.append(Planned(run_id, shape, args, at, result=base + 2))
+        result = 2 * base + 5 if shape == "limited_parent" else base + 2
+        planned.append(Planned(run_id, shape, args, at, result=result))
     return planned
 
 
@@ -671,14 +673,22 @@ def check_limits(planned: list[Planned], report: Report) -> Limits:
     out = Limits()
     groups: dict[str, list[tuple[float, float]]] = {}
     limit_of = {}
+    held: list[tuple[str, str]] = []  # (run id, its limit's key)
     for p in planned:
-        if p.shape not in ("limited", "keyed"):
-            continue
-        key = p.shape if p.shape == "limited" else f"keyed {p.args[0]}"
-        limit_of[key] = chaosapp.LIMITED if p.shape == "limited" else chaosapp.KEYED
-        span = place_held(report.histories.get(p.run_id, []))
+        if p.shape == "limited_parent":  # its children hold places of chaos.limited
+            history = report.histories.get(p.run_id, [])
+            held += [
+                (str(e.data["child_run_id"]), "limited")
+                for e in history
+                if e.type is EventType.CHILD_STARTED
+            ]
+        elif p.shape in ("limited", "keyed"):
+            held.append((p.run_id, p.shape if p.shape == "limited" else f"keyed {p.args[0]}"))
+    for run_id, key in held:
+        limit_of[key] = chaosapp.KEYED if key.startswith("keyed") else chaosapp.LIMITED
+        span = place_held(report.histories.get(run_id, []))
         if span is None:
-            out.problems.append(f"{p.run_id}: no activity outcome or no end in its history")
+            out.problems.append(f"{run_id}: no activity outcome or no end in its history")
             continue
         groups.setdefault(key, []).append(span)
     for key, spans in sorted(groups.items()):
