@@ -6,9 +6,9 @@ started (a duration, ``30d``, ``12h``, ``90m``, ``0s``, or seconds), optionally 
 whose top-level run is of ``workflow``, and returns how many runs it deleted. Its one
 activity, the task ``continuum.prune``, prunes through the orchestrator's journal, as
 ``continuum runs prune`` does, for at most :data:`BUDGET` seconds. So on any journal (SQLite
-and ``continuum dev`` included, where no dispatcher applies ``orchestrator_retention``),
-``orc.schedule("prune-nightly", "continuum.prune", "30d", cron="0 3 * * *")`` keeps it
-trimmed, each prune recorded as a run. The run is open while it prunes, so it never deletes
+and ``continuum dev`` included), ``orc.schedule("prune-nightly", "continuum.prune", "30d",
+cron="0 3 * * *")`` keeps it trimmed at the hours chosen, each prune recorded as a run,
+where ``orchestrator_retention`` has the dispatchers prune a little on every pass. The run is open while it prunes, so it never deletes
 itself; earlier prune runs go once they are old enough.
 
 The cutoff is taken from the run's start (``ctx.now()``), so an attempt made again deletes
