@@ -9,12 +9,12 @@ dispatcher pass; and the ``w10`` workflows per second end to end (a real worker 
 dispatcher, see :mod:`bench.throughput`). Then prune throughput: runs deleted per second by
 ``Journal.prune`` alone, and by a dispatcher applying retention (in a process of its own,
 paced as :mod:`orchestrator.runtime.retention` paces it) while the ``step`` loop, then a
-``w10`` repetition end to end, runs beside it (W10 alone and beside the pruning taken by
-turns, so that drift on the machine is not counted as the pruning's cost).
+``w10`` repetition end to end, runs beside it (each load taken alone and beside the pruning
+by turns, so that drift on the machine is not counted as the pruning's cost).
 
 The rows are loaded by ``INSERT ... SELECT`` over ``generate_series``, with the tables'
-indexes dropped and built again afterwards, then vacuumed and analysed, as a bulk load is
-done: so the indexes are compact, where years of inserts would have left them looser. Run
+indexes dropped and built again afterwards, then vacuumed, analysed and checkpointed, as a
+bulk load is done: so the indexes are compact, where years of inserts would have left them looser. Run
 ids are md5 hashes, spread over the keys as uuid4 run ids are. Every statement the dispatcher
 pass, the runs list, ``describe``, ``history`` and a prune ran is written with its
 ``EXPLAIN (ANALYZE, BUFFERS)`` on the full journal to ``bench/results/growth-explain.txt``.
@@ -79,26 +79,32 @@ def run(cluster: Cluster, sizes: Sizes, wanted: set[str]) -> dict[str, Figures]:
     alone = _prune_rate(cluster.url, PRUNE_SECONDS)
     figures.add("prune alone", "runs/s", alone)
     print(f"  growth: prune alone {alone:,.0f} runs/s", file=sys.stderr)
-    beside, step_beside = _prune_beside_steps(cluster, step_sizes)
-    figures.add("prune beside the step loop", "runs/s", beside)
-    step_alone = full["step wall time"][1]
+    # Each load alone and beside a pruning dispatcher by turns, so that drift on the machine
+    # is shared by both.
+    one = replace(sizes, repeats=1)
+    step_alone, step_beside, step_rate = _by_turns(
+        reps,
+        lambda rep: _step_wall(cluster, one, f"pa{rep}-"),
+        lambda rep: _step_wall(cluster, one, f"pb{rep}-"),
+        cluster,
+    )
+    figures.add("step wall time alone, by turns", "ms", step_alone)
     figures.add("step wall time with prune beside it", "ms", step_beside)
+    figures.add("prune beside the step loop", "runs/s", step_rate)
     figures.add(
         "step throughput lost to prune beside it", "%", 100 * (1 - step_alone / step_beside)
     )
     cluster.start_processes("growth-full")
-    # Alone and beside a pruning dispatcher by turns, so that drift is shared by both.
-    alone_w10, beside_w10, rates = [], [], []
-    for rep in range(reps):
-        alone_w10.append(_w10(cluster, sizes, 10 + rep))
-        rate, found = _beside(cluster, lambda rep=rep: _w10(cluster, sizes, 20 + rep))
-        rates.append(rate)
-        beside_w10.append(found)
-    w10_full, w10_beside = statistics.median(alone_w10), statistics.median(beside_w10)
+    w10_full, w10_beside, w10_rate = _by_turns(
+        reps,
+        lambda rep: _w10(cluster, sizes, 10 + rep),
+        lambda rep: _w10(cluster, sizes, 20 + rep),
+        cluster,
+    )
     figures.add("empty: W10 end to end", "wf/s", w10_empty)
     figures.add(f"{n} runs: W10 end to end", "wf/s", w10_full)
     figures.add(f"ratio {n} runs / empty: W10 end to end", "x", ratio(w10_full, w10_empty))
-    figures.add("prune beside W10 end to end", "runs/s", statistics.median(rates))
+    figures.add("prune beside W10 end to end", "runs/s", w10_rate)
     figures.add("W10 end to end with prune beside it", "wf/s", w10_beside)
     figures.add("W10 throughput lost to prune beside it", "%", 100 * (1 - w10_beside / w10_full))
     return {"growth": figures}
@@ -291,15 +297,28 @@ def _prune_rate(url: str, seconds: float, stop: threading.Event | None = None) -
         journal.close()
 
 
-def _prune_beside_steps(cluster: Cluster, sizes: Sizes) -> tuple[float, float]:
-    """The ``step`` loop here with a pruning dispatcher beside it: (runs/s pruned, step wall
-    time in ms)."""
+def _step_wall(cluster: Cluster, sizes: Sizes, prefix: str) -> float:
+    """Wall time per step of one ``step`` repetition (ms)."""
+    step = journal_step.run(cluster, sizes, {"step"}, prefix=prefix)["step"].items
+    return float(step["wall time per step"].median)
 
-    def steps() -> float:
-        step = journal_step.run(cluster, sizes, {"step"}, prefix="p-")["step"].items
-        return step["wall time per step"].median
 
-    return _beside(cluster, steps)
+def _by_turns(
+    reps: int,
+    alone: Callable[[int], float],
+    beside: Callable[[int], float],
+    cluster: Cluster,
+) -> tuple[float, float, float]:
+    """Medians of ``alone`` and of ``beside`` (run with a pruning dispatcher beside it), taken
+    by turns, and of the rate it pruned at: (alone, beside, runs/s)."""
+    alone_found, beside_found, rates = [], [], []
+    for rep in range(reps):
+        alone_found.append(alone(rep))
+        rate, found = _beside(cluster, lambda rep=rep: beside(rep))
+        rates.append(rate)
+        beside_found.append(found)
+    medians = (statistics.median(x) for x in (alone_found, beside_found, rates))
+    return next(medians), next(medians), next(medians)
 
 
 def _beside(cluster: Cluster, load: Callable[[], float]) -> tuple[float, float]:
