@@ -4,6 +4,7 @@ it on, and the ages operators write (``30d``, ``12h``) or give in seconds."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -80,18 +81,29 @@ def test_a_failing_prune_does_not_stop_the_dispatchers_other_work(clock: FakeClo
     assert passes.publisher.replays[0].run_id == "r1"  # type: ignore[attr-defined]
 
 
-def test_the_batch_adapts_and_pruning_rests_in_proportion_to_its_work(clock: FakeClock) -> None:
+def old_runs(clock: FakeClock, n: int) -> InMemoryJournal:
+    """A journal of ``n`` runs finished ten seconds ago."""
     journal = InMemoryJournal(clock=clock)
-    for i in range(60):
+    for i in range(n):
         finished(journal, f"r{i}")
     clock.advance(10)
+    return journal
+
+
+def slow_timer() -> Callable[[], float]:
+    """A monotonic timer each reading of which is 0.15 s later: every prune is slow."""
     elapsed = [0.0]
 
-    def timer() -> float:  # each reading 0.15 s later: every prune is slow
+    def timer() -> float:
         elapsed[0] += 0.15
         return elapsed[0]
 
-    slow = retention.Retention(journal, 5, clock=clock, timer=timer)
+    return timer
+
+
+def test_the_batch_adapts_and_pruning_rests_in_proportion_to_its_work(clock: FakeClock) -> None:
+    journal = old_runs(clock, 60)
+    slow = retention.Retention(journal, 5, clock=clock, timer=slow_timer())
     slow.batch = 20
     assert slow.tick() == 20  # one transaction, then the pass's budget is spent
     assert slow.batch == 10
@@ -104,16 +116,7 @@ def test_the_batch_adapts_and_pruning_rests_in_proportion_to_its_work(clock: Fak
 
 
 def test_a_dispatcher_with_runs_left_to_prune_wakes_for_its_next_look(clock: FakeClock) -> None:
-    journal = InMemoryJournal(clock=clock)
-    for i in range(40):
-        finished(journal, f"r{i}")
-    clock.advance(10)
-    elapsed = [0.0]
-
-    def timer() -> float:  # each look spends 0.45 s on one prune of 10, then rests
-        elapsed[0] += 0.15
-        return elapsed[0]
-
+    journal = old_runs(clock, 40)
     waits: list[float] = []
     stop = threading.Event()
 
@@ -130,7 +133,8 @@ def test_a_dispatcher_with_runs_left_to_prune_wakes_for_its_next_look(clock: Fak
         clock=clock,
         wait=wait,
     )
-    passes.retention = retention.Retention(journal, 5, clock=clock, timer=timer)
+    # Each look spends 0.45 s on one prune of 10, then rests.
+    passes.retention = retention.Retention(journal, 5, clock=clock, timer=slow_timer())
     passes.retention.batch = 10
     passes.run(stop)
 
