@@ -138,16 +138,21 @@ def _follow(
     seen = 0
     tip = run_id
     names: dict[int | None, str] = {}
-    while not stop.wait(0.05):
-        events = orc.journal.history(tip, after_seq=seen)
-        for event in events:
+
+    def show_new() -> None:
+        nonlocal seen
+        for event in orc.journal.history(tip, after_seq=seen):
             seen = event.seq
             line = _describe(event, names)
             if line:
                 echo(line)
+
+    while not stop.wait(0.05):
+        show_new()
         info = orc.journal.describe(tip)
         if info is None or not info.status.terminal:
             continue
+        show_new()  # the steps committed since the read above, with the run's end
         if info.status is RunStatus.CONTINUED and info.continued_to_run_id:
             tip, seen, names = info.continued_to_run_id, 0, {}
             continue
