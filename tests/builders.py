@@ -1,13 +1,15 @@
 """Records the journal tests build over and over: a run to create, an outbox task, an
-activity's outcome."""
+activity's outcome; and an Orchestrator that publishes nowhere."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from orchestrator import Orchestrator
 from orchestrator.journal.inbox import outcome_key
 from orchestrator.model.events import EventType
 from orchestrator.model.records import InboxItem, NewRun, OutboxTask, task_id_for
+from orchestrator.runtime.publisher import RecordingPublisher
 
 
 def new_run(run_id: str = "r1", workflow: str = "wf", version: str = "1", **kw: Any) -> NewRun:
@@ -47,3 +49,10 @@ def failed(cmd: int, error: dict[str, Any], attempt: int = 1) -> InboxItem:
         attempt=attempt,
         data={"error": error},
     )
+
+
+def offline(orc: Orchestrator) -> Orchestrator:
+    """``orc`` with its messages recorded, not sent: whatever broker the test's app names,
+    Celery sends to ``$CELERY_BROKER_URL`` when it is set (the integration tests set it)."""
+    orc.__dict__["publisher"] = RecordingPublisher()
+    return orc

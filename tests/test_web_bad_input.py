@@ -18,7 +18,7 @@ from orchestrator import Orchestrator
 from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.model.schedules import ScheduleSpec
 from orchestrator.web import create_app
-from tests.builders import new_run
+from tests.builders import new_run, offline
 
 MAX_PAYLOAD = 4096
 
@@ -134,7 +134,7 @@ def journal() -> Iterator[InMemoryJournal]:
 def _client(journal: InMemoryJournal, read_only: bool) -> TestClient:
     app = Celery("bad_input", broker="memory://")
     app.conf.update(task_serializer="json", accept_content=["json"])
-    orc = Orchestrator(app, journal=journal, max_payload_bytes=MAX_PAYLOAD)
+    orc = offline(Orchestrator(app, journal=journal, max_payload_bytes=MAX_PAYLOAD))
     assert journal.create_run(new_run("r1", args=[1]))
     journal.put_schedule(SCHEDULE)
     journal.pause_schedule("s1", True)
@@ -231,7 +231,7 @@ def test_schedule_actions_steer_the_schedule_and_send_the_browser_back_to_the_li
 def test_with_no_schedules_the_page_says_how_to_make_one() -> None:
     app = Celery("empty", broker="memory://")
     app.conf.update(task_serializer="json", accept_content=["json"])
-    client = TestClient(create_app(Orchestrator(app, journal=InMemoryJournal())))
+    client = TestClient(create_app(offline(Orchestrator(app, journal=InMemoryJournal()))))
     page = client.get("/schedules")
     assert page.status_code == 200
     assert "No schedules yet" in page.text and "orc.schedule(" in page.text

@@ -19,6 +19,7 @@ from orchestrator.celery import prune
 from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.model.errors import UnknownRun, UnknownWorkflow
 from orchestrator.testing import WorkflowEnvironment
+from tests.builders import offline
 from tests.conftest import FakeClock
 from tests.unit.test_retention import finished
 
@@ -34,7 +35,7 @@ def clock() -> FakeClock:
 def orc(clock: FakeClock) -> Orchestrator:
     app = Celery("prune", broker="memory://", set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"])
-    return Orchestrator(app, journal=InMemoryJournal(clock=clock), eager_start=False)
+    return offline(Orchestrator(app, journal=InMemoryJournal(clock=clock), eager_start=False))
 
 
 def test_every_orchestrator_has_the_workflow_and_its_task(orc: Orchestrator) -> None:

@@ -16,6 +16,7 @@ from orchestrator.journal.memory.journal import InMemoryJournal
 from orchestrator.model.schedules import ScheduleSpec, UnknownSchedule, slot_run_id, slot_stamp
 from orchestrator.runtime.dispatcher import Dispatcher
 from orchestrator.runtime.publisher import RecordingPublisher
+from tests.builders import offline
 from tests.conftest import FakeClock
 
 START = 1_700_000_000.0
@@ -30,8 +31,7 @@ def clock() -> FakeClock:
 def orc(clock: FakeClock) -> Iterator[Orchestrator]:
     app = Celery("sched", broker="memory://", set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"])
-    orc = Orchestrator(app, journal=InMemoryJournal(clock=clock), eager_start=False)
-    orc.__dict__["publisher"] = RecordingPublisher()
+    orc = offline(Orchestrator(app, journal=InMemoryJournal(clock=clock), eager_start=False))
 
     @orc.workflow(name="report")
     async def report(ctx: WorkflowContext, day: str) -> str:
