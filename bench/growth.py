@@ -14,10 +14,10 @@ by turns, so that drift on the machine is not counted as the pruning's cost).
 
 The rows are loaded by ``INSERT ... SELECT`` over ``generate_series``, with the tables'
 indexes dropped and built again afterwards, then vacuumed, analysed and checkpointed, as a
-bulk load is done: so the indexes are compact, where years of inserts would have left them looser. Run
-ids are md5 hashes, spread over the keys as uuid4 run ids are. Every statement the dispatcher
-pass, the runs list, ``describe``, ``history`` and a prune ran is written with its
-``EXPLAIN (ANALYZE, BUFFERS)`` on the full journal to ``bench/results/growth-explain.txt``.
+bulk load is done: so the indexes are compact, where years of inserts would have left them
+looser. Run ids are md5 hashes, spread over the keys as uuid4 run ids are. Every statement
+the dispatcher pass, the runs list, ``describe``, ``history`` and a prune ran is written with
+its ``EXPLAIN (ANALYZE, BUFFERS)`` on the full journal to ``bench/results/growth-explain.txt``.
 """
 
 from __future__ import annotations

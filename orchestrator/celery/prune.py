@@ -8,8 +8,9 @@ activity, the task ``continuum.prune``, prunes through the orchestrator's journa
 ``continuum runs prune`` does, for at most :data:`BUDGET` seconds. So on any journal (SQLite
 and ``continuum dev`` included), ``orc.schedule("prune-nightly", "continuum.prune", "30d",
 cron="0 3 * * *")`` keeps it trimmed at the hours chosen, each prune recorded as a run,
-where ``orchestrator_retention`` has the dispatchers prune a little on every pass. The run is open while it prunes, so it never deletes
-itself; earlier prune runs go once they are old enough.
+where ``orchestrator_retention`` has the dispatchers prune a little on every pass. The run
+is open while it prunes, so it never deletes itself; earlier prune runs go once they are
+old enough.
 
 The cutoff is taken from the run's start (``ctx.now()``), so an attempt made again deletes
 what the first would have. Arguments are checked by :func:`check_args` when the run is
