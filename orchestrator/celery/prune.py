@@ -66,7 +66,7 @@ async def prune(ctx: WorkflowContext, older_than: str | float, workflow: str | N
 
 def install(app: Celery, orc: Host) -> None:
     """Register the built-in prune workflow and its task on ``app``."""
-    orc.registry.add(prune, name=WORKFLOW, version=VERSION)
+    orc.registry.add(prune, name=WORKFLOW, version=VERSION, check_args=check_args)
 
     @app.task(name=TASK, serializer="json", shared=False)  # type: ignore[untyped-decorator]
     def prune_task(closed_before: float, workflow: str | None = None) -> int:

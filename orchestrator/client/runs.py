@@ -7,10 +7,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.celery import prune
 from orchestrator.engine.registry import Registry, WorkflowDefinition
 from orchestrator.journal.inbox import cancel_item
 from orchestrator.journal.protocol import Journal, RunRef
@@ -35,9 +34,6 @@ from orchestrator.runtime.publisher import Publisher
 log = logging.getLogger(__name__)
 
 _SIGNAL = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
-#: The built-in workflows whose arguments are checked when a run is started or scheduled,
-#: so that bad input is refused at the call rather than failing the run later.
-ARGUMENT_CHECKS: dict[str, Callable[[Sequence[Any]], None]] = {prune.WORKFLOW: prune.check_args}
 
 
 async def _not_loaded(*_: Any) -> None:
@@ -117,12 +113,11 @@ class Client:
         self, definition: WorkflowDefinition, args: Sequence[Any], what: str
     ) -> list[Any]:
         """``args`` as the journal keeps them (JSON, within the payload limit), checked by
-        the workflow's own check if it is a built-in one (:data:`ARGUMENT_CHECKS`); a clear
+        the workflow's own check if it has one (``WorkflowDefinition.check_args``); a clear
         error naming ``what`` otherwise. Nothing is written."""
         checked: list[Any] = payloads.roundtrip(list(args), what, self.settings.max_payload_bytes)
-        check = ARGUMENT_CHECKS.get(definition.name)
-        if check is not None:
-            check(checked)
+        if definition.check_args is not None:
+            definition.check_args(checked)
         return checked
 
     def check_reused(self, run: NewRun) -> None:

@@ -23,6 +23,10 @@ class WorkflowDefinition:
     fn: WorkflowFn
     #: Its concurrency limit (see :mod:`orchestrator.model.limits`); ``None``: unlimited.
     limit: ConcurrencyLimit | None = None
+    #: Checks a run's arguments (as the journal keeps them) when it is started or scheduled,
+    #: raising a clear error, so that bad input is refused at the call rather than failing
+    #: the run later; ``None``: any JSON arguments are taken.
+    check_args: Callable[[list[Any]], None] | None = None
 
 
 def version_key(version: str) -> tuple[tuple[int, str], ...]:
@@ -37,7 +41,13 @@ class Registry:
         self._by_name: dict[str, dict[str, WorkflowDefinition]] = {}
 
     def add(
-        self, fn: Any, *, name: str, version: str, limit: ConcurrencyLimit | None = None
+        self,
+        fn: Any,
+        *,
+        name: str,
+        version: str,
+        limit: ConcurrencyLimit | None = None,
+        check_args: Callable[[list[Any]], None] | None = None,
     ) -> WorkflowDefinition:
         """Register ``fn``; a clear error when it is not ``async def`` or the slot is taken."""
         if not inspect.iscoroutinefunction(fn):
@@ -53,7 +63,9 @@ class Registry:
         existing = versions.get(version)
         if existing is not None and existing.fn is not fn:
             raise ValueError(f"workflow {name!r} version {version!r} is already registered")
-        definition = WorkflowDefinition(name=name, version=version, fn=fn, limit=limit)
+        definition = WorkflowDefinition(
+            name=name, version=version, fn=fn, limit=limit, check_args=check_args
+        )
         versions[version] = definition
         return definition
 
